@@ -1,0 +1,83 @@
+"""The one tree of errors lakehoused raises; each says what failed and what to change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LakehousedError(Exception):
+    """Base of every error lakehoused raises on purpose."""
+
+    status = 500
+    code = "internal"
+
+
+class ConfigError(LakehousedError):
+    """A setting in config.toml (or the environment) is missing, unknown or invalid."""
+
+    code = "config"
+
+
+class RejectedFile(LakehousedError):
+    """A source file cannot be ingested; the message says why in words a person can act on."""
+
+    status = 422
+    code = "rejected"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.reason = message
+        # Where it went wrong (line, column, byte_offset, value): kept apart for the event.
+        self.details = {k: v for k, v in details.items() if v is not None}
+
+
+class LogError(LakehousedError):
+    """The event log refused an operation or is not in the state it should be."""
+
+    code = "log"
+
+
+class VersionConflict(LogError):
+    """An event was built against a catalog state that has moved on; rebuild it and retry."""
+
+    code = "conflict"
+
+
+class DuplicateEvent(LogError):
+    """An event with this id is already in the log (a retried registration)."""
+
+    code = "duplicate"
+
+
+class StoreError(LakehousedError):
+    """The object store failed or holds something it should not."""
+
+    code = "store"
+
+
+class QueryError(LakehousedError):
+    """The SQL cannot run: a syntax error, an unknown column, a failed cast."""
+
+    status = 400
+    code = "bad_sql"
+
+
+class ForbiddenQuery(QueryError):
+    """The statement is not a single read-only SELECT."""
+
+    status = 403
+    code = "forbidden"
+
+
+class QueryTimeout(QueryError):
+    """The query ran longer than server.query_timeout_s and was interrupted."""
+
+    status = 408
+    code = "timeout"
+
+
+class UnknownDataset(LakehousedError):
+    """No dataset of that name is in the catalog."""
+
+    status = 404
+    code = "not_found"
