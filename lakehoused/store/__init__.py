@@ -35,7 +35,7 @@ class ObjectStore(Protocol):
     def sha256(self, key: str) -> str:
         """The sha256 of the bytes stored under `key` (verify uses it)."""
 
-    def keys(self) -> Iterator[str]:
+    def object_keys(self) -> Iterator[str]:
         """Every object key in the store."""
 
     def age_s(self, key: str) -> float:

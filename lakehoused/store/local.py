@@ -132,7 +132,7 @@ class LocalObjectStore:
         except FileNotFoundError as e:
             raise StoreError(f"object {key} is missing from {self.root}") from e
 
-    def keys(self) -> Iterator[str]:
+    def object_keys(self) -> Iterator[str]:
         """Every object key, in a stable order."""
         base = self.root / "datasets"
         if not base.is_dir():
