@@ -31,7 +31,8 @@ from lakehoused.schema import Column
 
 SAMPLE_ROWS = 2048
 ROW_GROUP_ROWS = 122_880  # DuckDB's own row group size: large enough to scan fast
-MAX_LINE_BYTES = 64 << 20  # one CSV record; DuckDB's default (2 MB) refuses long free text
+MAX_LINE_BYTES = 8 << 20  # one CSV record; more than DuckDB's 2 MB default, for long free text
+# (DuckDB sizes its decoding buffers from it: 16 MB already exhausts the converter budget)
 # Bounded memory whatever the file size: DuckDB streams the COPY within this budget.
 CONVERTER_MEMORY = "256MB"
 
