@@ -24,6 +24,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
+from lakehoused import faults
 from lakehoused.errors import RejectedFile
 from lakehoused.ingest import types
 from lakehoused.ingest.csvfile import CsvFormat, diagnose, read_header
@@ -175,6 +176,7 @@ def convert(
             on_schema_change=on_schema_change,
             dataset=dataset,
         )
+        faults.point("converter_dies", source.name)
         select = ", ".join(types.quote_identifier(name) for name, _ in planned)
         source_sql = _read_csv_sql(source, fmt, dict.fromkeys(header, "VARCHAR") | dict(planned))
         run.run(

@@ -198,7 +198,7 @@ class InboxWatcher:
                     del self._entries[relpath]  # gone (or no longer a file) while pending
                 elif signature != entry.signature:
                     entry.signature, entry.changed_at = signature, now
-                elif now - entry.changed_at >= self.settle_s:
+                elif self._quiet_for(entry, now) >= self.settle_s:
                     entry.state = _HANDED
                     # A close or rescan of a file that ended up as it was handed over
                     # (a writer that changed nothing) is not a new file.
@@ -365,6 +365,18 @@ class InboxWatcher:
         except ValueError:
             return None
         return PurePosixPath(relative.as_posix()) if relative.parts else None
+
+    @staticmethod
+    def _quiet_for(entry: _Entry, now: float) -> float:
+        """How long the file has been unchanged: since we saw it change, or since its mtime.
+
+        A file renamed in whose mtime is already older than settle_ms has been still that
+        long (writes move the mtime), so it need not wait again: one unchanged look is
+        enough. A future mtime (clock skew) falls back to what we observed.
+        """
+        observed = now - entry.changed_at
+        by_mtime = time.time() - entry.signature[1] / 1e9
+        return max(observed, by_mtime)
 
     def _signature(self, relpath: PurePosixPath) -> Signature | None:
         """(size, mtime_ns) of a regular file, or None if it is gone or is not one.

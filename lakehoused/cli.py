@@ -1,0 +1,270 @@
+"""The `lakehoused` command: a thin layer that builds objects, calls one method, and turns
+a LakehousedError into a message and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lakehoused import __version__
+from lakehoused.config import Config, load_config
+from lakehoused.errors import LakehousedError
+from lakehoused.lakehouse import Lakehouse, Outcome
+from lakehoused.log import StoredEvent
+from lakehoused.progress import ProgressBar
+
+FORMATS = ("json", "ndjson", "csv", "arrow", "table")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (default: $LAKEHOUSED_CONFIG, then ./config.toml)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="lakehoused",
+        parents=[common],
+        description="A folder turned into a small, trustworthy lakehouse: CSV in, SQL out.",
+    )
+    parser.add_argument("--version", action="version", version=f"lakehoused {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_, description=help_)
+
+    command("run", "run the daemon: watch the inbox, ingest, serve SQL over HTTP")
+    ingest = command("ingest", "ingest files once, through the daemon's own code path")
+    ingest.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    ingest.add_argument("--dataset", help="dataset name (default: from the file's name or folder)")
+    ingest.add_argument("--mode", choices=("replace", "append"), help="override the mode")
+    datasets = command("datasets", "list the catalog")
+    datasets.add_argument("--json", action="store_true", help="machine-readable output")
+    sql = command("sql", "run one SELECT through the same engine as the server")
+    sql.add_argument("query", metavar="SQL")
+    sql.add_argument("--format", choices=FORMATS, default="table")
+    sql.add_argument(
+        "--max-rows", type=int, help="rows in json/table output (default: server.max_rows)"
+    )
+    log = command("log", "show the event log")
+    log.add_argument("--after", type=int, default=0, metavar="SEQ", help="events after this seq")
+    log.add_argument("--limit", type=int, default=None, metavar="N")
+    log.add_argument("--json", action="store_true", help="one JSON object per line")
+    log_sub = log.add_subparsers(dest="log_command", metavar="export")
+    export = log_sub.add_parser("export", parents=[common], help="write the log as JSON Lines")
+    export.add_argument("file", type=Path, metavar="FILE", help="output file (- for stdout)")
+    replay = command("replay", "rebuild the catalog projection from the log")
+    replay.add_argument(
+        "--from",
+        dest="from_file",
+        type=Path,
+        metavar="FILE",
+        help="a `log export` file, into an empty state directory",
+    )
+    command("verify", "check the hash chain, seq gaps, replay digest and every object's sha256")
+    gc = command("gc", "remove objects no event references, and stale temp files")
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.add_argument(
+        "--grace-s", type=float, default=None, help="keep anything younger (default 900)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `lakehoused` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(getattr(args, "config", None))
+        return COMMANDS[args.command](config, args)
+    except LakehousedError as e:
+        print(f"lakehoused: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    """The daemon."""
+    from lakehoused.daemon import run
+
+    return run(config)
+
+
+def _describe(outcome: Outcome) -> str:
+    data = outcome.event.data
+    if outcome.status == "registered":
+        obj = data["object"]
+        return (
+            f"registered {outcome.source} as {outcome.dataset} version {data['version']} "
+            f"({data['mode']}): {obj['rows']} rows, object {obj['key']}"
+        )
+    if outcome.status == "duplicate":
+        return f"duplicate {outcome.source}: {outcome.dataset} version {data['version']} already holds these bytes"
+    return f"rejected {outcome.source}: {outcome.reason}"
+
+
+def cmd_ingest(config: Config, args: argparse.Namespace) -> int:
+    """Ingest each file; exit 1 if any was rejected."""
+    failed = 0
+    with Lakehouse(config) as lakehouse:
+        for path in args.files:
+            if not path.is_file():
+                print(f"lakehoused: {path}: no such file", file=sys.stderr)
+                failed += 1
+                continue
+            with ProgressBar(path.name, sys.stderr) as bar:
+                outcome = lakehouse.ingest_file(
+                    path, dataset=args.dataset, mode=args.mode, progress=bar.update
+                )
+            print(_describe(outcome), file=sys.stdout if outcome.ok else sys.stderr)
+            failed += not outcome.ok
+    return 1 if failed else 0
+
+
+def cmd_datasets(config: Config, args: argparse.Namespace) -> int:
+    """The catalog, as a table or as JSON."""
+    with Lakehouse(config) as lakehouse:
+        datasets = lakehouse.catalog.datasets()
+    if args.json:
+        print(json.dumps([d.to_json() for d in datasets], indent=2, sort_keys=True))
+        return 0
+    rows = [
+        (d.name, str(d.version), d.mode, str(d.rows), str(d.bytes), str(len(d.parts)), d.updated_at)
+        for d in datasets
+    ]
+    _print_table(("dataset", "version", "mode", "rows", "bytes", "parts", "updated_at"), rows)
+    return 0
+
+
+def cmd_sql(config: Config, args: argparse.Namespace) -> int:
+    """One query through the server's engine."""
+    from lakehoused import query
+
+    max_rows = args.max_rows or config.server.max_rows
+    with Lakehouse(config) as lakehouse:
+        engine = lakehouse.open_engine()
+        try:
+            result = engine.execute(args.query)
+            out = sys.stdout.buffer
+            if args.format == "json":
+                out.write(query.encode_json(result, max_rows) + b"\n")
+            elif args.format == "table":
+                table = result.reader.read_all()
+                shown = table.slice(0, max_rows)
+                rows = [
+                    tuple("" if v is None else str(v) for v in r.values())
+                    for r in shown.to_pylist()
+                ]
+                _print_table(tuple(table.column_names), rows)
+                if table.num_rows > max_rows:
+                    print(f"({table.num_rows - max_rows} more rows; use --format csv for all)")
+            else:
+                encode = {
+                    "csv": query.iter_csv,
+                    "ndjson": query.iter_ndjson,
+                    "arrow": query.iter_arrow,
+                }
+                for chunk in encode[args.format](result):
+                    out.write(chunk)
+            out.flush()
+        finally:
+            engine.close()
+    return 0
+
+
+def cmd_log(config: Config, args: argparse.Namespace) -> int:
+    """The event log, or its export as JSON Lines."""
+    with Lakehouse(config) as lakehouse:
+        if args.log_command == "export":
+            if str(args.file) == "-":
+                count = lakehouse.log.export(sys.stdout)
+            else:
+                with open(args.file, "w", encoding="utf-8") as fh:
+                    count = lakehouse.log.export(fh)
+            print(f"exported {count} events to {args.file}", file=sys.stderr)
+            return 0
+        events = lakehouse.log.read(after=args.after, limit=args.limit)
+    for event in events:
+        if args.json:
+            print(json.dumps(event.to_json(), sort_keys=True, ensure_ascii=False))
+        else:
+            print(
+                f"{event.seq:>6}  {event.at}  {event.type:<20} {event.dataset or '-':<20} {_summary(event)}"
+            )
+    return 0
+
+
+def _summary(event: StoredEvent) -> str:
+    data = event.data
+    if event.type == "dataset.registered":
+        return f"version {data['version']} ({data['mode']}), {data['object']['rows']} rows from {data['source']['uri']}"
+    if event.type == "ingest.rejected":
+        return f"{data['source']['uri']}: {data['reason']}"
+    if event.type == "ingest.duplicate":
+        return f"{data['source']['uri']} = version {data['version']}"
+    return json.dumps(data, sort_keys=True)[:120]
+
+
+def cmd_replay(config: Config, args: argparse.Namespace) -> int:
+    """Rebuild the projection (from the log, or from an export into an empty state)."""
+    with Lakehouse(config) as lakehouse:
+        if args.from_file:
+            with open(args.from_file, encoding="utf-8") as fh:
+                count = lakehouse.restore(fh)
+            print(f"restored {count} events from {args.from_file}")
+        digest = lakehouse.replay()
+        print(f"replayed {lakehouse.log.last_seq} events; projection digest {digest}")
+    return 0
+
+
+def cmd_verify(config: Config, args: argparse.Namespace) -> int:
+    """Exit 1 on any fault."""
+    with Lakehouse(config) as lakehouse:
+        problems = lakehouse.verify()
+        seq, objects = lakehouse.log.last_seq, len(lakehouse.catalog.referenced_objects())
+    for problem in problems:
+        print(f"FAULT: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"ok: {seq} events chained without gaps, projection = replay, {objects} objects intact")
+    return 0
+
+
+def cmd_gc(config: Config, args: argparse.Namespace) -> int:
+    """Remove unreferenced objects and stale temp files."""
+    kwargs = {} if args.grace_s is None else {"grace_s": args.grace_s}
+    with Lakehouse(config) as lakehouse:
+        report = lakehouse.gc(dry_run=args.dry_run, **kwargs)
+    verb = "would remove" if args.dry_run else "removed"
+    for key in report.objects:
+        print(f"{verb} {key}")
+    for name in report.temps:
+        print(f"{verb} temp file {name}")
+    if report.skipped_in_flight:
+        print(f"kept {report.skipped_in_flight} unreferenced objects: an ingest is in flight")
+    print(f"{verb} {len(report.objects)} objects and {len(report.temps)} temp files")
+    return 0
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "ingest": cmd_ingest,
+    "datasets": cmd_datasets,
+    "sql": cmd_sql,
+    "log": cmd_log,
+    "replay": cmd_replay,
+    "verify": cmd_verify,
+    "gc": cmd_gc,
+}
