@@ -36,3 +36,31 @@ def write_csv(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write a real config.toml under tmp_path (inbox, store, state beside it); return its path.
+
+    Keyword arguments add TOML text per section, e.g. `server='port = 0'` or
+    `datasets='[datasets.w]\\nnull_values = ["N/A"]'`.
+    """
+
+    def make(**sections: str) -> Path:
+        (tmp_path / "inbox").mkdir(exist_ok=True)
+        base = {
+            "inbox": 'path = "inbox"\nsettle_ms = 100\nrescan_s = 0',
+            "store": 'path = "var/objects"',
+            "state": 'path = "var/state"',
+            "server": 'host = "127.0.0.1"\nport = 0',
+        }
+        text = ""
+        for section, body in base.items():
+            extra = sections.pop(section, "")
+            text += f"[{section}]\n{body}\n{extra}\n\n"
+        text += "\n".join(sections.values())
+        path = tmp_path / "config.toml"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return make
