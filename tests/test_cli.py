@@ -64,7 +64,7 @@ def test_ingest_exits_1_when_a_file_is_rejected(cli):
 def test_ingest_dataset_and_mode_options(cli):
     cli("ingest", str(drop(cli, "x.csv", "a\n1\n")), "--dataset", "Sales", "--mode", "append")
     cli("ingest", str(drop(cli, "y.csv", "a\n2\n")), "--dataset", "sales", "--mode", "append")
-    code, out, _ = cli("datasets", "--json")
+    _, out, _ = cli("datasets", "--json")
     (sales,) = json.loads(out)
     assert (sales["name"], sales["mode"], sales["rows"], sales["version"]) == (
         "sales",
@@ -138,7 +138,7 @@ def test_log_lists_every_decision(cli):
     cli("ingest", str(drop(cli, "w.csv", "id\n1\n")))
     cli("ingest", str(drop(cli, "w.csv", "id\n1\n")))
     cli("ingest", str(drop(cli, "bad.csv", "")))
-    code, out, _ = cli("log", "--json")
+    _, out, _ = cli("log", "--json")
     types = [json.loads(line)["type"] for line in out.splitlines()]
     assert types == ["dataset.registered", "ingest.duplicate", "ingest.rejected"]
     _, out, _ = cli("log", "--after", "2")
