@@ -174,9 +174,10 @@ async def handle_sql(request: web.Request) -> web.StreamResponse:
     fmt = _choose_format(explicit, request.headers.get("Accept", ""))
     max_rows = min(_int_option(options, "max_rows", settings.max_rows, low=1), settings.max_rows)
     min_seq = _int_option(options, "min_seq", None)
-    if min_seq is not None and not await backend.wait_for_seq(min_seq, MIN_SEQ_WAIT_S):
+    wait_s = min(MIN_SEQ_WAIT_S, settings.query_timeout_s)
+    if min_seq is not None and not await backend.wait_for_seq(min_seq, wait_s):
         raise _NotReady(
-            f"the catalog has not reached seq {min_seq} within {MIN_SEQ_WAIT_S:g} s "
+            f"the catalog has not reached seq {min_seq} within {wait_s:g} s "
             f"(it is at {backend.engine.catalog_seq})"
         )
     loop = asyncio.get_running_loop()
