@@ -1,0 +1,821 @@
+#!/usr/bin/env python3
+"""Serving benchmark: lakehoused's SQL API against ROAPI and in-process DuckDB, plus ingest latency.
+
+    python bench/serve.py [--rows 500000] [--duration 10] [--clients 8] [--no-roapi]
+
+1. The "workers" CSV (bench/gen_workers.py, cached in bench/data/) is ingested with
+   `lakehoused ingest --dataset workers` into a fresh temp root (config.toml, inbox, store,
+   state), then `lakehoused run` serves it on 127.0.0.1 with a free port.
+2. ROAPI (`pip install roapi`, installed into this interpreter if missing) serves the very
+   Parquet object lakehoused wrote, as table `workers`, on 127.0.0.1. Both must answer Q1
+   alike (and every query with as many rows) before anything is measured.
+3. Per query and server: latency over sequential requests on one keep-alive connection
+   (after warm-up), then throughput with --clients concurrent keep-alive clients for
+   --duration seconds: `wrk` when it is on PATH (it is installed with apt-get if missing
+   and we are root), else a multi-process Python client. The load generator runs on the
+   same cores as the server, for both servers alike.
+4. The floor: the same SQL in-process with DuckDB on the same Parquet file, no HTTP.
+5. Ingest latency: a 1,000-row CSV renamed into the running daemon's inbox, time until
+   `SELECT max(id)` shows it, for a file written long before the move and one written
+   just before it.
+
+Both servers answer JSON (their default): lakehoused as {"columns", "rows": [[...]]},
+ROAPI as [{column: value}, ...], so Q4's bodies differ in size; the table shows both.
+
+It prints figures and never asserts on timing: a benchmark that fails on a busy machine
+teaches nothing. The targets are printed as PASS/MISS beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DATA = BENCH / "data"
+
+# Run as a script, sys.path[0] is bench/; bench.gen_workers needs the repo root.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+QUERIES = {
+    "Q1": "SELECT count(*) FROM workers",
+    "Q2": "SELECT role, count(*), avg(salary) FROM workers WHERE state='IL' GROUP BY role",
+    "Q3": "SELECT * FROM workers WHERE id = 123456",
+    "Q4": "SELECT * FROM workers LIMIT 10000",
+}
+WARMUP = 5
+REQUESTS = 50
+LATENCY_TRIALS = 20
+LATENCY_ROWS = 1000
+PREPARED_AGE_S = 1.5  # variant (a): written at least this long before the move
+POLL_S = 0.005
+TARGET_INGEST_P50_MS = 300
+START_TIMEOUT_S = 60
+SERVERS = ("lakehoused", "roapi")
+
+
+# -- small helpers ---------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout holds only the report."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (ROAPI takes no port 0; the race is harmless here)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def p50(values: list[float]) -> float:
+    """The median."""
+    return statistics.median(values)
+
+
+def p90(values: list[float]) -> float:
+    """The 90th percentile (inclusive method: never beyond the largest value seen)."""
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=10, method="inclusive")[8]
+
+
+def workers_file(rows: int) -> Path:
+    """The cached workers CSV of `rows` rows, generated first if missing."""
+    from bench.gen_workers import write_workers
+
+    DATA.mkdir(exist_ok=True)
+    path = DATA / f"workers_{rows}.csv"
+    if not path.exists():
+        partial = path.with_suffix(".csv.partial")  # an interrupted run must not be cached
+        log(f"generating {path.name} ...")
+        write_workers(rows, partial)
+        partial.rename(path)
+    return path
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process in KiB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, found by scanning /proc (works without CONFIG_PROC_CHILDREN)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The command name in field 2 may hold spaces and parentheses: split after it.
+            stat = (entry / "stat").read_text()
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def process_name(pid: int) -> str:
+    """A short name for a process: its command line's most telling part."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    text = " ".join(a.decode(errors="replace") for a in argv if a)
+    if "multiprocessing" in text:
+        return "resource_tracker" if "resource_tracker" in text else "converter (spawn)"
+    return text[:60]
+
+
+# -- the servers --------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """One HTTP SQL server under test and how to ask it a query."""
+
+    name: str
+    host: str
+    port: int
+    path: str
+    process: subprocess.Popen
+    output: list[str] = field(default_factory=list)
+
+    def request(self, sql: str) -> tuple[str, bytes, dict[str, str]]:
+        """(path, body, headers) of one SQL request."""
+        if self.name == "lakehoused":
+            body = json.dumps({"sql": sql}).encode()
+            return self.path, body, {"Content-Type": "application/json"}
+        return self.path, sql.encode(), {"Content-Type": "text/plain"}
+
+    def url(self) -> str:
+        """The SQL endpoint's URL."""
+        return f"http://{self.host}:{self.port}{self.path}"
+
+    def rows(self, document: object) -> list[list]:
+        """A JSON answer's rows as lists of values, whichever server wrote it."""
+        if self.name == "lakehoused":
+            assert isinstance(document, dict)
+            return document["rows"]
+        assert isinstance(document, list)
+        return [list(row.values()) for row in document]
+
+    def stop(self) -> None:
+        """SIGTERM, wait, and kill only if it does not stop in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name} did not stop within 30 s of SIGTERM; killing it")
+                self.process.kill()
+                self.process.wait()
+
+
+def drain(process: subprocess.Popen, into: list[str]) -> None:
+    """Keep reading a child's output so that it never blocks on a full pipe."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        into.append(line)
+
+
+def ask(conn: http.client.HTTPConnection, server: Server, sql: str) -> tuple[int, bytes]:
+    """One request on a kept-alive connection; (status, body)."""
+    path, body, headers = server.request(sql)
+    conn.request("POST", path, body=body, headers=headers)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def query_rows(server: Server, sql: str) -> list[list]:
+    """The rows of one query, on a connection of its own; raise on any error status."""
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    try:
+        status, body = ask(conn, server, sql)
+    finally:
+        conn.close()
+    if status != 200:
+        raise RuntimeError(f"{server.name}: HTTP {status} for {sql!r}: {body[:300]!r}")
+    return server.rows(json.loads(body))
+
+
+def wait_until_answering(server: Server, sql: str) -> None:
+    """Poll until the server answers `sql` with 200, or fail naming its output."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            break
+        with contextlib.suppress(OSError, http.client.HTTPException, RuntimeError):
+            query_rows(server, sql)
+            return
+        time.sleep(0.1)
+    tail = "".join(server.output[-20:])
+    raise RuntimeError(f"{server.name} did not start answering:\n{tail}")
+
+
+def write_config(root: Path) -> Path:
+    """The daemon's config: everything under `root`, default settle_ms, a free port."""
+    (root / "inbox").mkdir(parents=True)
+    config = root / "config.toml"
+    config.write_text(
+        '[inbox]\npath = "inbox"\n\n'
+        '[store]\npath = "var/objects"\n\n'
+        '[state]\npath = "var/state"\n\n'
+        '[server]\nhost = "127.0.0.1"\nport = 0\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+def start_lakehoused(config: Path) -> Server:
+    """`lakehoused run` as a subprocess; wait for its "serving on" line and /health."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lakehoused", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=config.parent,
+    )
+    output: list[str] = []
+    assert process.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT_S
+    url = None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        if line.startswith("lakehoused: serving on "):
+            url = line.split()[-1]
+            break
+    if url is None:
+        process.kill()
+        raise RuntimeError("lakehoused did not start:\n" + "".join(output))
+    threading.Thread(target=drain, args=(process, output), daemon=True).start()
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    server = Server("lakehoused", host, int(port), "/sql", process, output)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
+        try:
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return server
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.05)
+    raise RuntimeError("lakehoused /health never answered 200:\n" + "".join(output))
+
+
+def roapi_binary() -> tuple[str | None, str]:
+    """The roapi executable (installing the PyPI package if needed), or None and why not."""
+    beside = Path(sys.executable).parent / "roapi"
+    found = str(beside) if beside.exists() else shutil.which("roapi")
+    if found:
+        return found, ""
+    log("roapi not found: pip install roapi ...")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "roapi"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        return None, f"pip install roapi failed: {lines[-1] if lines else proc.returncode}"
+    if beside.exists():
+        return str(beside), ""
+    found = shutil.which("roapi")
+    return found, "" if found else "pip installed roapi but no roapi executable was found"
+
+
+def start_roapi(binary: str, parquet: Path) -> Server:
+    """ROAPI on 127.0.0.1 serving `parquet` as table `workers`.
+
+    Its Postgres and FlightSQL endpoints are bound to 127.0.0.1 too: left to their
+    defaults they would listen wherever ROAPI chooses.
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            "-a",
+            f"127.0.0.1:{port}",
+            "-p",
+            f"127.0.0.1:{free_port()}",
+            "--addr-flight-sql",
+            f"127.0.0.1:{free_port()}",
+            "-t",
+            f"workers={parquet}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "RUST_LOG": "warn"},  # a log line per request would cost it time
+    )
+    server = Server("roapi", "127.0.0.1", port, "/api/sql", process)
+    threading.Thread(target=drain, args=(process, server.output), daemon=True).start()
+    wait_until_answering(server, QUERIES["Q1"])
+    return server
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Latency:
+    """Sequential latencies of one query on one server, in ms, and the body size."""
+
+    times_ms: list[float]
+    body_bytes: int
+
+
+def sequential(server: Server, sql: str, warmup: int, requests: int) -> Latency:
+    """`requests` timed requests after `warmup` untimed ones, all on one keep-alive connection."""
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=60)
+    times: list[float] = []
+    size = 0
+    try:
+        for i in range(warmup + requests):
+            start = time.perf_counter()
+            status, body = ask(conn, server, sql)
+            elapsed = time.perf_counter() - start
+            if status != 200:
+                raise RuntimeError(f"{server.name}: HTTP {status}: {body[:300]!r}")
+            if i >= warmup:
+                times.append(elapsed * 1000)
+            size = len(body)
+    finally:
+        conn.close()
+    return Latency(times, size)
+
+
+@dataclass
+class Throughput:
+    """Completed requests per second under concurrent load, and what went wrong."""
+
+    per_s: float
+    errors: int
+    tool: str
+
+
+def lua_string(text: str) -> str:
+    """`text` as a Lua long-bracket literal that no SQL here can close early."""
+    level = "=" * 4
+    assert f"]{level}]" not in text
+    return f"[{level}[{text}]{level}]"
+
+
+def wrk_load(server: Server, sql: str, clients: int, duration: float, work: Path) -> Throughput:
+    """Throughput by wrk with a POST script; non-2xx answers and socket errors counted."""
+    path, body, headers = server.request(sql)
+    script = work / f"wrk_{server.name}.lua"
+    lines = ['wrk.method = "POST"', f"wrk.body = {lua_string(body.decode())}"]
+    # A space after "[": "headers[[" would open a Lua long string instead of indexing.
+    lines += [f"wrk.headers[ {lua_string(k)} ] = {lua_string(v)}" for k, v in headers.items()]
+    script.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    threads = max(1, min(2, clients))
+    proc = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{clients}",
+            f"-d{max(1, round(duration))}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(script),
+            f"http://{server.host}:{server.port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()}")
+    per_s, errors = 0.0, 0
+    for line in proc.stdout.splitlines():
+        text = line.strip()
+        if text.startswith("Requests/sec:"):
+            per_s = float(text.split()[1])
+        elif text.startswith("Non-2xx or 3xx responses:"):
+            errors += int(text.split()[-1])
+        elif text.startswith("Socket errors:"):
+            # "Socket errors: connect 0, read 0, write 0, timeout 0"
+            errors += sum(int(part.split()[-1]) for part in text.split(":", 1)[1].split(","))
+    return Throughput(per_s, errors, f"wrk -t{threads} -c{clients}")
+
+
+def _client(
+    host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    start_at: float,
+    stop_at: float,
+    results: multiprocessing.Queue,
+) -> None:
+    """One Python load client: a keep-alive loop until `stop_at` (time.time() based, so
+    that every process agrees on the window); puts (completed, errors) on `results`."""
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    done = errors = 0
+    while time.time() < start_at:
+        time.sleep(0.001)
+    try:
+        while time.time() < stop_at:
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                if response.status == 200:
+                    done += 1
+                else:
+                    errors += 1
+            except (OSError, http.client.HTTPException):
+                errors += 1
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=30)
+    finally:
+        conn.close()
+        results.put((done, errors))
+
+
+def python_load(server: Server, sql: str, clients: int, duration: float) -> Throughput:
+    """Throughput by `clients` processes, each with one keep-alive http.client loop."""
+    context = multiprocessing.get_context("spawn")  # no inherited threads or sockets
+    results: multiprocessing.Queue = context.Queue()
+    path, body, headers = server.request(sql)
+    # Spawning takes a while: start the window only once every client can be running.
+    start_at = time.time() + 1.0 + 0.1 * clients
+    stop_at = start_at + duration
+    procs = [
+        context.Process(
+            target=_client,
+            args=(server.host, server.port, path, body, headers, start_at, stop_at, results),
+        )
+        for _ in range(clients)
+    ]
+    for proc in procs:
+        proc.start()
+    counts = [results.get(timeout=duration + 120) for _ in procs]
+    for proc in procs:
+        proc.join()
+    done = sum(c[0] for c in counts)
+    return Throughput(done / duration, sum(c[1] for c in counts), f"python x{clients}")
+
+
+def ensure_wrk() -> tuple[bool, str]:
+    """wrk on PATH, installing the Debian package when we are root; (found, note)."""
+    if shutil.which("wrk"):
+        return True, ""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return False, "wrk not on PATH (and cannot apt-get install it here)"
+    log("wrk not found: apt-get update && apt-get install -y wrk ...")
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
+        proc = subprocess.run(command, capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            return False, f"{' '.join(command)} failed: {lines[-1] if lines else proc.returncode}"
+    return bool(shutil.which("wrk")), ""
+
+
+def duckdb_floor(parquet: Path, warmup: int, runs: int) -> dict[str, list[float]]:
+    """The same SQL in-process on the same file, no HTTP: the floor any server sits on.
+
+    The view is defined like lakehoused's own, so the SQL text is the same everywhere.
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    path = str(parquet).replace("'", "''")
+    con.execute(f"CREATE VIEW workers AS SELECT * FROM read_parquet(['{path}'])")
+    times: dict[str, list[float]] = {}
+    for name, sql in QUERIES.items():
+        times[name] = []
+        for i in range(warmup + runs):
+            start = time.perf_counter()
+            relation = con.sql(sql)
+            # Q4's result is wide: Arrow is how a server would take it out of DuckDB.
+            if name == "Q4":
+                relation.arrow()
+            else:
+                relation.fetchall()
+            if i >= warmup:
+                times[name].append((time.perf_counter() - start) * 1000)
+    con.close()
+    return times
+
+
+def ingest_latency(server: Server, root: Path, prepared: bool) -> list[float | None]:
+    """Rename-to-visible times in ms of LATENCY_TRIALS drops of latency.csv (None: timed out).
+
+    Each trial's file has its own ids, so `max(id)` tells exactly when it became visible.
+    With `prepared`, every file is written up front and the first move waits until they
+    are PREPARED_AGE_S old; else each is written just before its move.
+    """
+    inbox = root / "inbox"
+    outside = root / ("prepared" if prepared else "fresh")
+    outside.mkdir()
+    base = 10_000_000 if prepared else 20_000_000  # the variants never share a max id
+
+    def write(trial: int) -> tuple[Path, int]:
+        first = base + trial * 10_000
+        path = outside / f"latency_{trial}.csv"
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write("id,amount,note\n")
+            fh.writelines(f"{i},{i * 1.5},row {i}\n" for i in range(first, first + LATENCY_ROWS))
+        return path, first + LATENCY_ROWS - 1
+
+    files = [write(t) for t in range(LATENCY_TRIALS)] if prepared else []
+    if prepared:
+        time.sleep(PREPARED_AGE_S)
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    sql = "SELECT max(id) FROM latency"
+    results: list[float | None] = []
+    try:
+        for trial in range(LATENCY_TRIALS):
+            wait_idle(server, inbox)
+            path, expected = files[trial] if prepared else write(trial)
+            moved = time.perf_counter()
+            os.rename(path, inbox / "latency.csv")
+            seen: float | None = None
+            deadline = moved + 30
+            while time.perf_counter() < deadline:
+                status, body = ask(conn, server, sql)
+                if status == 200 and server.rows(json.loads(body)) == [[expected]]:
+                    seen = (time.perf_counter() - moved) * 1000
+                    break
+                time.sleep(POLL_S)
+            results.append(seen)
+    finally:
+        conn.close()
+    shown = ", ".join("timeout" if t is None else f"{t:.0f}" for t in results)
+    log(f"ingest latency ({'prepared' if prepared else 'fresh'}), ms per trial: {shown}")
+    return results
+
+
+def wait_idle(server: Server, inbox: Path) -> None:
+    """Until the last drop is archived and the daemon has nothing pending or in flight."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not (inbox / "latency.csv").exists():
+            conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+            try:
+                conn.request("GET", "/status")
+                status = json.loads(conn.getresponse().read())
+            finally:
+                conn.close()
+            if not status["files_pending"] and not status["in_flight"]:
+                return
+        time.sleep(0.02)
+    raise RuntimeError("the daemon did not finish the previous drop within 30 s")
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    """PASS or MISS."""
+    return "PASS" if ok else "MISS"
+
+
+def report(
+    rows: int,
+    parquet: Path,
+    latency: dict[str, dict[str, Latency]],
+    throughput: dict[str, dict[str, Throughput]],
+    floor: dict[str, list[float]],
+    notes: list[str],
+) -> None:
+    """The main table, the detail table and the notes."""
+    have_roapi = "roapi" in latency
+    print(
+        f"{'query':<6}{'lh p50 ms':>10}{'roapi p50':>10}{'duckdb p50':>11}"
+        f"{'lh req/s':>10}{'roapi req/s':>12}{'p50 lh/roapi':>16}{'req/s lh/roapi':>16}"
+    )
+    for name in QUERIES:
+        lh = latency["lakehoused"][name]
+        lh_p50 = p50(lh.times_ms)
+        lh_rps = throughput["lakehoused"][name].per_s
+        line = f"{name:<6}{lh_p50:10.2f}"
+        if have_roapi:
+            ro_p50 = p50(latency["roapi"][name].times_ms)
+            ro_rps = throughput["roapi"][name].per_s
+            line += f"{ro_p50:10.2f}{p50(floor[name]):11.2f}{lh_rps:10.0f}{ro_rps:12.0f}"
+            p50_ratio = lh_p50 / ro_p50
+            rps_ratio = lh_rps / ro_rps if ro_rps else float("inf")
+            line += f"{p50_ratio:11.2f} {verdict(p50_ratio <= 1)}"
+            line += f"{rps_ratio:11.2f} {verdict(rps_ratio >= 1)}"
+        else:
+            line += f"{'-':>10}{p50(floor[name]):11.2f}{lh_rps:10.0f}{'-':>12}{'-':>16}{'-':>16}"
+        print(line)
+    print("targets: every lakehoused p50 <= ROAPI's (ratio <= 1), every req/s >= ROAPI's (>= 1)")
+    print()
+    print(
+        f"{'query':<6}{'lh p90 ms':>10}{'roapi p90':>10}{'duckdb p90':>11}"
+        f"{'lh bytes':>10}{'roapi bytes':>12}{'lh errors':>10}{'roapi errors':>13}"
+    )
+    for name in QUERIES:
+        lh = latency["lakehoused"][name]
+        line = f"{name:<6}{p90(lh.times_ms):10.2f}"
+        if have_roapi:
+            ro = latency["roapi"][name]
+            line += f"{p90(ro.times_ms):10.2f}{p90(floor[name]):11.2f}"
+            line += f"{lh.body_bytes:10,}{ro.body_bytes:12,}"
+            line += f"{throughput['lakehoused'][name].errors:10}"
+            line += f"{throughput['roapi'][name].errors:13}"
+        else:
+            line += f"{'-':>10}{p90(floor[name]):11.2f}{lh.body_bytes:10,}{'-':>12}"
+            line += f"{throughput['lakehoused'][name].errors:10}{'-':>13}"
+        print(line)
+    print(f"(errors: non-200 answers and socket errors during the throughput runs; {rows:,} rows,")
+    print(f" Parquet object {parquet.stat().st_size / 1e6:.1f} MB)")
+    for note in notes:
+        print(note)
+
+
+def print_rss(server: Server) -> None:
+    """The server's VmRSS, and its children's (lakehoused's converters) one by one."""
+    own = rss_kib(server.process.pid)
+    children = descendants(server.process.pid)
+    total = own + sum(rss_kib(pid) for pid in children)
+    print(f"RSS {server.name}: {total / 1024:.0f} MiB in all; main process {own / 1024:.0f} MiB")
+    for pid in children:
+        print(f"    child {pid} {process_name(pid)}: {rss_kib(pid) / 1024:.0f} MiB")
+
+
+def print_ingest(name: str, times: list[float | None]) -> None:
+    """p50/p90 of one variant against the target; timed-out trials counted apart."""
+    seen = [t for t in times if t is not None]
+    lost = len(times) - len(seen)
+    if not seen:
+        print(f"{name}: every trial timed out")
+        return
+    mid = p50(seen)
+    print(
+        f"{name}: p50 {mid:6.0f} ms  p90 {p90(seen):6.0f} ms  min {min(seen):5.0f}  "
+        f"max {max(seen):5.0f}  (target p50 <= {TARGET_INGEST_P50_MS} ms: "
+        f"{verdict(mid <= TARGET_INGEST_P50_MS)})" + (f"  {lost} timed out" if lost else "")
+    )
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rows", type=int, default=500_000, help="workers rows (default 500,000)")
+    ap.add_argument("--duration", type=float, default=10, help="seconds per throughput run")
+    ap.add_argument("--clients", type=int, default=8, help="concurrent keep-alive clients")
+    ap.add_argument("--no-roapi", action="store_true", help="measure lakehoused alone")
+    ap.add_argument(
+        "--load",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator: wrk if available (auto), or the Python multi-process client",
+    )
+    a = ap.parse_args()
+
+    notes: list[str] = []
+    source = workers_file(a.rows)
+    DATA.mkdir(exist_ok=True)
+    # Beside the cached CSV, on the same disk: /tmp may be a tmpfs, which would be RAM.
+    root = Path(tempfile.mkdtemp(prefix="serve-", dir=DATA))
+    servers: dict[str, Server] = {}
+    try:
+        config = write_config(root)
+        log(f"ingesting {source.name} as dataset workers ...")
+        command = [sys.executable, "-m", "lakehoused", "ingest", "--config", str(config)]
+        subprocess.run(
+            [*command, "--dataset", "workers", str(source)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        objects = sorted((root / "var/objects/datasets/workers").glob("*.parquet"))
+        if len(objects) != 1:
+            raise RuntimeError(f"expected one Parquet object for workers, found {objects}")
+        parquet = objects[0]
+        servers["lakehoused"] = start_lakehoused(config)
+
+        if not a.no_roapi:
+            binary, why = roapi_binary()
+            if binary is None:
+                notes.append(f"ROAPI skipped: {why}")
+                log(notes[-1])
+            else:
+                servers["roapi"] = start_roapi(binary, parquet)
+                version = subprocess.run([binary, "--version"], capture_output=True, text=True)
+                notes.append(f"ROAPI: {version.stdout.strip()}")
+
+        # Same answers before any timing: Q1 exactly, the others by row count.
+        for name, sql in QUERIES.items():
+            answers = {side: query_rows(s, sql) for side, s in servers.items()}
+            if "roapi" in answers:
+                lh, ro = answers["lakehoused"], answers["roapi"]
+                if name == "Q1" and lh != ro:
+                    raise RuntimeError(f"Q1 differs: lakehoused {lh}, ROAPI {ro}")
+                if len(lh) != len(ro):
+                    raise RuntimeError(f"{name}: lakehoused {len(lh)} rows, ROAPI {len(ro)}")
+            if name == "Q1":
+                agree = " (both servers agree)" if "roapi" in answers else ""
+                notes.append(f"Q1 answer: {answers['lakehoused'][0][0]:,}{agree}")
+
+        use_wrk = False
+        if a.load in ("auto", "wrk"):
+            use_wrk, why = ensure_wrk()
+            if not use_wrk:
+                if a.load == "wrk":
+                    raise RuntimeError(why)
+                notes.append(f"wrk unavailable ({why}): Python load client used")
+
+        latency: dict[str, dict[str, Latency]] = {side: {} for side in servers}
+        throughput: dict[str, dict[str, Throughput]] = {side: {} for side in servers}
+        load_before = os.getloadavg()
+        for name, sql in QUERIES.items():
+            # Server by server within each query, so a change in machine load hits both.
+            for side, server in servers.items():
+                log(f"{name} {side}: {REQUESTS} sequential requests ...")
+                latency[side][name] = sequential(server, sql, WARMUP, REQUESTS)
+                log(f"{name} {side}: {a.clients} clients for {a.duration:g} s ...")
+                if use_wrk:
+                    throughput[side][name] = wrk_load(server, sql, a.clients, a.duration, root)
+                else:
+                    throughput[side][name] = python_load(server, sql, a.clients, a.duration)
+        load_after = os.getloadavg()
+        log("DuckDB in-process floor ...")
+        floor = duckdb_floor(parquet, WARMUP, REQUESTS)
+        tool = next(iter(throughput["lakehoused"].values())).tool
+
+        print(
+            f"{date.today()}: {source.name}, {a.rows:,} rows; {REQUESTS} sequential requests "
+            f"after {WARMUP} warm-up on one keep-alive connection; throughput: {tool}, "
+            f"{a.duration:g} s per query and server; JSON answers"
+        )
+        print(f"{os.cpu_count()} cores, shared with the load generator")
+        print()
+        report(a.rows, parquet, latency, throughput, floor, notes)
+        print(
+            f"load average (1 min) before/after the HTTP runs: "
+            f"{load_before[0]:.2f}/{load_after[0]:.2f}"
+        )
+        print()
+        for server in servers.values():
+            print_rss(server)
+
+        if "roapi" in servers:  # its cores are the daemon's from here on
+            servers.pop("roapi").stop()
+        print()
+        print(
+            f"ingest latency: {LATENCY_TRIALS} trials, a {LATENCY_ROWS:,}-row CSV renamed into "
+            "the inbox as latency.csv (replace), until SELECT max(id) shows it; settle_ms 250"
+        )
+        log("ingest latency (a) prepared files ...")
+        print_ingest(
+            f"(a) written >= {PREPARED_AGE_S:g} s before the move",
+            ingest_latency(servers["lakehoused"], root, prepared=True),
+        )
+        log("ingest latency (b) fresh files ...")
+        print_ingest(
+            "(b) written just before the move    ",
+            ingest_latency(servers["lakehoused"], root, prepared=False),
+        )
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
