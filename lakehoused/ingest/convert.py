@@ -3,18 +3,25 @@
 Three reads of the file, all by DuckDB's parallel CSV reader with one fixed dialect, so
 every pass sees exactly the same values:
 
-1. a sample of the first rows, to set aside columns that are text already (most text
-   columns are: nothing can make them narrower, so the full pass need not look at them);
-2. one pass over the remaining columns as VARCHAR, OR-ing each value's class (types.py);
+1. a sample of the first rows sets aside columns that are text already (most text columns
+   are: nothing can make them narrower, so the full pass need not look at them);
+2. one pass over the other columns as VARCHAR, OR-ing each value's class (types.py);
 3. `COPY (SELECT … FROM read_csv(… explicit types …)) TO temp.parquet`, streamed.
 
-Passes 2 and 3 together cost less than DuckDB's own full-file sniffing (`sample_size=-1`),
-and unlike it they never round `12.5` into an integer column. DuckDB only says *that* a
-file is malformed; csvfile.diagnose then finds *where*.
+Unlike DuckDB's own sniffing, this never rounds `12.5` into an integer column, never drops
+the zeros of `007`, never turns a late `N/A` into NULL. DuckDB only says *that* a file is
+malformed; csvfile.diagnose then finds *where*.
+
+Why not one read, with casts checked in the COPY's SELECT? Measured with DuckDB 2.0: a COPY
+whose SELECT casts several columns through CASE expressions loses the file's row order
+(10 runs in 10), even with preserve_insertion_order; a COPY from typed read_csv columns
+keeps it (0 in 10). Row order matters: it is the file's order, and the content address of
+the Parquet bytes must not depend on thread timing.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -32,8 +39,9 @@ from lakehoused.schema import Column
 
 SAMPLE_ROWS = 2048
 ROW_GROUP_ROWS = 122_880  # DuckDB's own row group size: large enough to scan fast
-MAX_LINE_BYTES = 8 << 20  # one CSV record; more than DuckDB's 2 MB default, for long free text
-# (DuckDB sizes its decoding buffers from it: 16 MB already exhausts the converter budget)
+# One CSV record at most: DuckDB's default. It sizes its read buffers at 16 times this, so
+# a larger limit breaks the converter's memory budget on large files (8 MB did, at 5M rows).
+MAX_LINE_BYTES = 2 << 20
 # Bounded memory whatever the file size: DuckDB streams the COPY within this budget.
 CONVERTER_MEMORY = "256MB"
 
@@ -104,43 +112,46 @@ class _ProgressPoller:
             self.report(high)
 
 
-def _classes(
+def _sample_classes(
+    con: duckdb.DuckDBPyConnection, source_sql: str, header: Sequence[str]
+) -> dict[str, int]:
+    """Per column, the OR of the classes of its first SAMPLE_ROWS values."""
+    sample_sql = f"(SELECT * FROM {source_sql} LIMIT {SAMPLE_ROWS})"
+    row = con.execute(types.classes_query(dict.fromkeys(header, "number"), sample_sql)).fetchone()
+    return {name: int(bits or 0) for name, bits in zip(header, row, strict=True)}
+
+
+def _file_classes(
     con: duckdb.DuckDBPyConnection,
-    source: Path,
-    fmt: CsvFormat,
-    header: Sequence[str],
-    must_check: set[str],
+    source_sql: str,
+    classes: dict[str, int],
+    columns: Sequence[str],
     run: _ProgressPoller,
 ) -> dict[str, int]:
-    """Per column, the OR of its values' classes (types.py); text-in-sample columns skip pass 2."""
-    every_varchar = dict.fromkeys(header, "VARCHAR")
-    source_sql = _read_csv_sql(source, fmt, every_varchar)
-    sample_sql = f"(SELECT * FROM {source_sql} LIMIT {SAMPLE_ROWS})"
-    sample = con.execute(
-        types.classes_query(dict.fromkeys(header, "number"), sample_sql)
-    ).fetchone()
-    classes = {name: int(bits or 0) for name, bits in zip(header, sample, strict=True)}
-    candidates = {
-        c: types.family_of(classes[c])
-        for c in header
-        if c in must_check or not classes[c] & types.TEXT
-    }
-    if candidates:
-        row = run.run(0.0, 0.3, types.classes_query(candidates, source_sql))[0]
-        classes.update((c, int(bits or 0)) for c, bits in zip(candidates, row, strict=True))
-    return classes
+    """The full-file pass: the OR of every value's class, for `columns`."""
+    families = {c: types.family_of(classes[c]) for c in columns}
+    # Aggregates only: the order rows arrive in does not matter here, and not keeping it is
+    # markedly faster.
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        (row,) = run.run(0.0, 0.3, types.classes_query(families, source_sql))
+    finally:
+        con.execute("SET preserve_insertion_order = true")
+    return classes | {c: int(bits or 0) for c, bits in zip(columns, row, strict=True)}
 
 
 def _duckdb_reason(error: duckdb.Error) -> RejectedFile:
-    """A fallback message when the exact reader finds nothing: DuckDB's first lines."""
+    """A fallback message when the exact reader finds nothing: DuckDB's own words, trimmed."""
     text = str(error)
     line = re.search(r"on Line: (\d+)", text)
-    lines = [s.strip() for s in text.splitlines() if s.strip()]
-    detail = next(
-        (s for s in lines[1:] if not s.startswith("Original Line")), lines[0] if lines else text
-    )
     if "Maximum line size" in text:
         detail = f"a record is longer than {MAX_LINE_BYTES >> 20} MiB"
+    else:
+        # The first line names the error class; the cause is the first sentence after the
+        # echoed record, before DuckDB's "Possible solutions" advice.
+        lines = [s.strip() for s in text.split("Possible")[0].splitlines() if s.strip()]
+        causes = [s for s in lines[1:] if not s.startswith(("Original Line", "CSV Error"))]
+        detail = causes[0] if causes else lines[0] if lines else text
     where = f"line {line.group(1)}: " if line else ""
     return RejectedFile(f"{where}{detail}", line=int(line.group(1)) if line else None)
 
@@ -163,29 +174,41 @@ def convert(
     """
     header = read_header(source, fmt)
     hints = dict(hints or {})
+    plan = functools.partial(
+        types.plan_columns,
+        header,
+        hints=hints,
+        existing=existing,
+        on_schema_change=on_schema_change,
+        dataset=dataset,
+    )
+    source_sql = _read_csv_sql(source, fmt, dict.fromkeys(header, "VARCHAR"))
     con = _connect()
     run = _ProgressPoller(con, progress)
     try:
+        classes = _sample_classes(con, source_sql, header)
+        # Columns with text in the sample are text whatever follows, unless a hint or the
+        # dataset's type says otherwise: those are checked, with everything not yet text.
         must_check = set(hints) | {c.name for c in existing or () if c.type != "VARCHAR"}
-        classes = _classes(con, source, fmt, header, must_check, run)
-        planned = types.plan_columns(
-            header,
-            classes,
-            hints=hints,
-            existing=existing,
-            on_schema_change=on_schema_change,
-            dataset=dataset,
-        )
+        checked = [c for c in header if c in must_check or not classes[c] & types.TEXT]
+        if checked:
+            classes = _file_classes(con, source_sql, classes, checked, run)
+        planned = plan(classes)
         faults.point("converter_dies", source.name)
+        typed_sql = _read_csv_sql(source, fmt, dict.fromkeys(header, "VARCHAR") | dict(planned))
         select = ", ".join(types.quote_identifier(name) for name, _ in planned)
-        source_sql = _read_csv_sql(source, fmt, dict.fromkeys(header, "VARCHAR") | dict(planned))
         run.run(
             0.3,
             1.0,
-            f"COPY (SELECT {select} FROM {source_sql}) TO {_sql_string(str(target))} "
+            f"COPY (SELECT {select} FROM {typed_sql}) TO {_sql_string(str(target))} "
             f"(FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
             "USE_TMP_FILE false)",
         )
+    except duckdb.OutOfMemoryException as e:
+        raise RejectedFile(
+            f"the converter ran out of memory ({CONVERTER_MEMORY}) on this file: "
+            f"{str(e).splitlines()[0]}"
+        ) from e
     except duckdb.Error as e:
         raise diagnose(source, fmt, expected_fields=len(header)) or _duckdb_reason(e) from e
     finally:
