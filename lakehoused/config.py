@@ -41,14 +41,15 @@ AFTER_INGEST = ("archive", "delete", "keep")
 
 # Relative to the config file's directory, as in the shipped config.toml.
 _DEFAULT_PATHS = {"inbox": "inbox", "store": "var/objects", "state": "var/state"}
-_KEYS: dict[str, tuple[str, ...]] = {
+# Every key config.toml may hold, by section (the README documents each one).
+KEYS: dict[str, tuple[str, ...]] = {
     "inbox": ("path", "url", "settle_ms", "rescan_s", "after_ingest"),
     "store": ("path", "url"),
     "state": ("path",),
     "server": ("host", "port", "max_rows", "query_timeout_s", "memory_limit", "token_env"),
     "datasets": (),
 }
-_DATASET_KEYS = ("mode", "on_schema_change", "null_values", "types", "encoding", "delimiter")
+DATASET_KEYS = ("mode", "on_schema_change", "null_values", "types", "encoding", "delimiter")
 _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A key named like one of these may hold a secret, so its value never appears in a message.
@@ -159,9 +160,9 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
 
 
 def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], file: Path | None) -> Config:
-    _check_keys(doc, "", tuple(_KEYS))
-    sections = {name: _table(doc.get(name, {}), name) for name in _KEYS}
-    for name, keys in _KEYS.items():
+    _check_keys(doc, "", tuple(KEYS))
+    sections = {name: _table(doc.get(name, {}), name) for name in KEYS}
+    for name, keys in KEYS.items():
         if name != "datasets":
             _check_keys(sections[name], name, keys)
 
@@ -222,7 +223,7 @@ def _dataset(raw: Any, name: str) -> DatasetOptions:
             f"{key}: not a valid dataset name; use lower case letters, digits and _{hint}"
         )
     table = _table(raw, key)
-    _check_keys(table, key, _DATASET_KEYS)
+    _check_keys(table, key, DATASET_KEYS)
     return DatasetOptions(
         **_options(
             table,
