@@ -149,11 +149,12 @@ def cmd_sql(config: Config, args: argparse.Namespace) -> int:
     with Lakehouse(config) as lakehouse:
         engine = lakehouse.open_engine()
         try:
-            result = engine.execute(args.query)
             out = sys.stdout.buffer
             if args.format == "json":
-                out.write(query.encode_json(result, max_rows) + b"\n")
-            elif args.format == "table":
+                out.write(engine.execute_json(args.query, max_rows).body + b"\n")
+                return 0
+            result = engine.execute(args.query)
+            if args.format == "table":
                 table = result.reader.read_all()
                 shown = table.slice(0, max_rows)
                 rows = [

@@ -46,7 +46,15 @@ KEYS: dict[str, tuple[str, ...]] = {
     "inbox": ("path", "url", "settle_ms", "rescan_s", "after_ingest"),
     "store": ("path", "url"),
     "state": ("path",),
-    "server": ("host", "port", "max_rows", "query_timeout_s", "memory_limit", "token_env"),
+    "server": (
+        "host",
+        "port",
+        "max_rows",
+        "query_timeout_s",
+        "memory_limit",
+        "memory_cache",
+        "token_env",
+    ),
     "datasets": (),
 }
 DATASET_KEYS = ("mode", "on_schema_change", "null_values", "types", "encoding", "delimiter")
@@ -101,8 +109,14 @@ class ServerConfig:
     max_rows: int = 10000
     query_timeout_s: float = 30
     memory_limit: str = "2GB"
+    memory_cache: str = "512MB"  # datasets held in memory (part of memory_limit); "0MB" = off
     token_env: str | None = None
     token: str | None = field(default=None, repr=False)
+
+    @property
+    def memory_cache_bytes(self) -> int:
+        """memory_cache in bytes."""
+        return size_bytes(self.memory_cache)
 
 
 @dataclass(frozen=True)
@@ -200,6 +214,7 @@ def _server(table: dict[str, Any], env: Mapping[str, str]) -> ServerConfig:
         max_rows=_integer(1),
         query_timeout_s=_number(lambda v: v > 0, "a number > 0"),
         memory_limit=_memory_limit,
+        memory_cache=_memory_size(allow_zero=True),
         token_env=_env_name,
     )
     token = _read_token(opts["token_env"], env) if "token_env" in opts else None
@@ -427,6 +442,32 @@ def _memory_limit(value: Any, key: str) -> str:
     if match is None or float(match.group(1)) <= 0:
         raise _bad(key, 'a size like "2GB", "512MB" or "1.5GiB"', value)
     return value
+
+
+def _memory_size(*, allow_zero: bool) -> _Check:
+    def check(value: Any, key: str) -> str:
+        match = _MEMORY_RE.match(value) if isinstance(value, str) else None
+        if (
+            match is None
+            or float(match.group(1)) < 0
+            or (not allow_zero and not float(match.group(1)))
+        ):
+            raise _bad(key, 'a size like "512MB", "1GiB" or "0MB"', value)
+        return value
+
+    return check
+
+
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def size_bytes(text: str) -> int:
+    """A validated size such as "512MB" or "1.5GiB" in bytes."""
+    match = _MEMORY_RE.match(text)
+    if match is None:
+        raise ConfigError(f"not a size: {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
 def _env_name(value: Any, key: str) -> str:

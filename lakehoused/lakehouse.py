@@ -260,7 +260,9 @@ class Lakehouse:
     def view_specs(self) -> dict[str, ViewSpec]:
         """Each dataset as the query engine sees it: its schema and its current objects."""
         return {
-            d.name: ViewSpec(d.schema, [self.store.local_path(p.object_key) for p in d.parts])
+            d.name: ViewSpec(
+                d.schema, [self.store.local_path(p.object_key) for p in d.parts], d.bytes
+            )
             for d in self.catalog.datasets()
         }
 
@@ -271,6 +273,7 @@ class Lakehouse:
             self.config.store.path,
             memory_limit=server.memory_limit,
             timeout_s=server.query_timeout_s,
+            cache_bytes=server.memory_cache_bytes,
         )
         engine.sync(self.view_specs(), self.log.last_seq)
         return engine

@@ -43,7 +43,9 @@ def merge(existing: Sequence[Column], added: Sequence[Column]) -> list[Column]:
     """
     by_name = {c.name: c for c in added}
     merged = [
-        Column(c.name, c.type, c.nullable or by_name.get(c.name, c).nullable or c.name not in by_name)
+        Column(
+            c.name, c.type, c.nullable or by_name.get(c.name, c).nullable or c.name not in by_name
+        )
         for c in existing
     ]
     known = {c.name for c in existing}

@@ -181,14 +181,15 @@ async def handle_sql(request: web.Request) -> web.StreamResponse:
             f"(it is at {backend.engine.catalog_seq})"
         )
     loop = asyncio.get_running_loop()
+    if fmt == "json":
+        answer = await loop.run_in_executor(pool, backend.engine.execute_json, sql, max_rows)
+        return web.Response(
+            body=answer.body,
+            content_type="application/json",
+            headers={"X-Catalog-Seq": str(answer.catalog_seq)},
+        )
     result = await loop.run_in_executor(pool, backend.engine.execute, sql)
     headers = {"X-Catalog-Seq": str(result.catalog_seq)}
-    if fmt == "json":
-        try:
-            body = await loop.run_in_executor(pool, query.encode_json, result, max_rows)
-        finally:
-            result.close()
-        return web.Response(body=body, content_type="application/json", headers=headers)
     chunks = {"ndjson": query.iter_ndjson, "csv": query.iter_csv, "arrow": query.iter_arrow}[fmt]
     return await _stream(request, pool, chunks(result), FORMATS[fmt], headers, result.close)
 

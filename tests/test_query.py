@@ -20,7 +20,6 @@ from lakehoused.query import (
     QueryEngine,
     ViewSpec,
     check_statement,
-    encode_json,
     iter_arrow,
     iter_csv,
     iter_ndjson,
@@ -327,7 +326,7 @@ line', DATE '2024-02-29', TIMESTAMP '2024-01-02 03:04:05.25', true, NULL,
 
 
 def test_json_types(workers: QueryEngine) -> None:
-    doc = json.loads(encode_json(workers.execute(TYPED), max_rows=10))
+    doc = json.loads(workers.execute_json(TYPED, max_rows=10).body)
     assert doc["row_count"] == 2 and doc["truncated"] is False and doc["catalog_seq"] == 7
     assert doc["elapsed_ms"] >= 0
     assert [c["type"] for c in doc["columns"]][:8] == [
@@ -344,12 +343,12 @@ def test_json_types(workers: QueryEngine) -> None:
 
 
 def test_json_truncates_at_max_rows(workers: QueryEngine) -> None:
-    doc = json.loads(encode_json(workers.execute("SELECT * FROM range(100000000)"), max_rows=3))
+    doc = json.loads(workers.execute_json("SELECT * FROM range(100000000)", max_rows=3).body)
     assert doc["rows"] == [[0], [1], [2]]
     assert doc["row_count"] == 3 and doc["truncated"] is True
-    exact = json.loads(encode_json(workers.execute("SELECT * FROM range(3)"), max_rows=3))
+    exact = json.loads(workers.execute_json("SELECT * FROM range(3)", max_rows=3).body)
     assert exact["row_count"] == 3 and exact["truncated"] is False
-    empty = json.loads(encode_json(workers.execute("SELECT 1 AS x WHERE false"), max_rows=3))
+    empty = json.loads(workers.execute_json("SELECT 1 AS x WHERE false", max_rows=3).body)
     assert empty["rows"] == [] and empty["columns"] == [{"name": "x", "type": "INTEGER"}]
 
 
@@ -392,3 +391,47 @@ def test_arrow_round_trip(workers: QueryEngine) -> None:
     assert table.column("t")[0].as_py() == dt.datetime(2024, 1, 1)
     empty = pa.ipc.open_stream(b"".join(iter_arrow(workers.execute("SELECT 1 AS x WHERE false"))))
     assert empty.read_all().num_rows == 0 and empty.schema.names == ["x"]
+
+
+def test_json_edge_shapes(workers: QueryEngine) -> None:
+    doc = json.loads(workers.execute_json("SELECT 1 AS a, 2 AS a; ", 5).body)
+    assert doc["columns"] == [{"name": "a", "type": "INTEGER"}] * 2 and doc["rows"] == [[1, 2]]
+    sql = "SELECT range AS n FROM range(25000) -- a trailing comment"
+    doc = json.loads(workers.execute_json(sql, 20000).body)
+    assert doc["rows"][-1] == [19999] and doc["truncated"] is True
+    sql = "SELECT [1, 2] AS l, {'k': 'v'} AS st, '12:00'::TIME AS t, INTERVAL 1 DAY AS i"
+    assert json.loads(workers.execute_json(sql, 5).body)["rows"] == [
+        [[1, 2], {"k": "v"}, "12:00:00", "1 day"]
+    ]
+    doc = json.loads(workers.execute_json("SELECT * FROM workers ORDER BY 1", 2).body)
+    assert doc["row_count"] == 2 and doc["truncated"] is True
+
+
+def test_memory_cache_holds_small_datasets_and_swaps_them(objects: Path, make_engine) -> None:
+    first = write_object(objects, "w", pa.table({"id": [1, 2, 3]}))
+    big = write_object(objects, "big", pa.table({"id": list(range(100_000))}))
+    engine = make_engine(cache_bytes=first.stat().st_size * 8 + 1)
+    engine.sync(
+        {
+            "w": ViewSpec([Column("id", "BIGINT")], [first], first.stat().st_size),
+            "big": ViewSpec([Column("id", "BIGINT")], [big], big.stat().st_size),
+        },
+        1,
+    )
+
+    def cache_tables() -> list[str]:
+        sql = "SELECT table_name FROM duckdb_tables() WHERE schema_name = '_lakehoused' AND table_name <> 'catalog'"
+        return sorted(r["table_name"] for r in rows(engine, sql))
+
+    (table,) = cache_tables()
+    assert table.startswith("w@")  # the big one reads its object
+    assert rows(engine, "SELECT sum(id) AS s FROM w") == [{"s": 6}]
+    assert rows(engine, "SELECT count(*) AS n FROM big") == [{"n": 100_000}]
+    running = engine.execute("SELECT * FROM w")  # holds the old snapshot
+    second = write_object(objects, "w", pa.table({"id": [10]}))
+    engine.sync({"w": ViewSpec([Column("id", "BIGINT")], [second], second.stat().st_size)}, 2)
+    assert rows(engine, "SELECT sum(id) AS s FROM w") == [{"s": 10}]
+    (new_table,) = cache_tables()
+    assert new_table != table  # the old copy is dropped with the swap
+    assert running.reader.read_all().column("id").to_pylist() == [1, 2, 3]
+    assert json.loads(engine.execute_json("SELECT * FROM w", 5).body)["catalog_seq"] == 2
