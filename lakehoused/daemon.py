@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
 import multiprocessing
@@ -50,9 +52,25 @@ _worker: Lakehouse | None = None
 _progress: multiprocessing.Queue | None = None
 
 
+def _die_with(daemon_pid: int) -> None:
+    """Have the kernel kill this converter when the daemon dies, even by SIGKILL.
+
+    Without it a converter outlives a crashed daemon, waiting forever on its pipe.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != daemon_pid:  # it died before prctl took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def _worker_init(config_path: str, progress: multiprocessing.Queue, daemon_pid: int) -> None:
     """Open the lakehouse once per converter process."""
     global _worker, _progress
+    _die_with(daemon_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when to stop
     faults.daemon_pid = daemon_pid
     _worker = Lakehouse(load_config(config_path))

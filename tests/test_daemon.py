@@ -84,6 +84,13 @@ class Daemon:
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}\n" + "".join(self.output[-30:]))
 
+    def children(self) -> set[int]:
+        """The daemon's child processes (converters, multiprocessing's resource tracker)."""
+        found: set[int] = set()
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            found |= {int(pid) for pid in (task / "children").read_text().split()}
+        return found
+
     def events(self) -> list[dict]:
         return self.get("/events", limit=1000)["events"]
 
@@ -218,9 +225,14 @@ def test_a_converter_that_dies_rejects_only_its_file(make_daemon, tmp_path):
 )
 def test_sigkill_at_each_step_loses_and_duplicates_nothing(make_daemon, tmp_path, point):
     daemon = make_daemon(env={"LAKEHOUSED_FAULT": f"{point}:victim"})
+    children = daemon.wait_for(daemon.children, what="converter processes")
     os.rename(staged(tmp_path, "victim.csv", rows(20)), daemon.inbox / "victim.csv")
     daemon.process.wait(timeout=30)
     assert daemon.process.returncode == -signal.SIGKILL
+    # Nothing of the dead daemon lives on: its converters die with it.
+    daemon.wait_for(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), 10, "orphans"
+    )
     assert (daemon.inbox / "victim.csv").exists()  # never archived before its event
 
     again = make_daemon()  # restart, no fault this time
