@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime
 import gzip
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,6 +20,15 @@ from lakehoused.ingest.convert import ROW_GROUP_ROWS, SAMPLE_ROWS
 from lakehoused.schema import Column
 
 LATE = SAMPLE_ROWS + 3000  # a row well past the sample
+CONVERT = sys.modules["lakehoused.ingest.convert"]
+
+
+@pytest.fixture(params=["sampled", "one pass"])
+def both_paths(request, monkeypatch):
+    """Run a test through the sampled path (large files) and the one-pass path (small)."""
+    if request.param == "sampled":
+        monkeypatch.setattr(CONVERT, "SMALL_FILE", 0)
+    return request.param
 
 
 def run(source: Path, fmt: CsvFormat | None = None, **kwargs) -> tuple[dict, list[Column]]:
@@ -38,7 +48,7 @@ def rows_csv(header: str, rows: list[str]) -> str:
     return header + "\n" + "\n".join(rows) + "\n"
 
 
-def test_each_type_is_inferred(write_csv):
+def test_each_type_is_inferred(write_csv, both_paths):
     source = write_csv(
         "a.csv",
         "i,f,b,d,ts,s,big,wide\n"
@@ -65,7 +75,7 @@ def test_each_type_is_inferred(write_csv):
     assert data["wide"] == [Decimal("123456789012345678901234567890"), Decimal(1)]
 
 
-def test_late_text_value_makes_the_column_varchar(write_csv):
+def test_late_text_value_makes_the_column_varchar(write_csv, both_paths):
     rows = [f"{i},{i * 10}" for i in range(LATE)] + [f"{LATE},unknown"]
     data, columns = run(write_csv("a.csv", rows_csv("id,amount", rows)))
     assert types_of(columns)["amount"] == "VARCHAR"
@@ -74,7 +84,7 @@ def test_late_text_value_makes_the_column_varchar(write_csv):
     assert data["id"][-1] == LATE
 
 
-def test_late_fraction_makes_the_column_double_never_rounded(write_csv):
+def test_late_fraction_makes_the_column_double_never_rounded(write_csv, both_paths):
     rows = [f"{i},{i}" for i in range(LATE)] + [f"{LATE},12.5"]
     data, columns = run(write_csv("a.csv", rows_csv("id,amount", rows)))
     assert types_of(columns)["amount"] == "DOUBLE"
@@ -89,7 +99,7 @@ def test_big_integers_with_a_fraction_stay_text_rather_than_lose_digits(write_cs
     assert data["n"] == rows
 
 
-def test_leading_zeros_are_kept(write_csv):
+def test_leading_zeros_are_kept(write_csv, both_paths):
     data, columns = run(write_csv("a.csv", rows_csv("zip,code", ["02134,007", "10001,100"])))
     assert types_of(columns) == {"zip": "VARCHAR", "code": "VARCHAR"}
     assert data["zip"] == ["02134", "10001"]
@@ -123,7 +133,7 @@ def test_type_hints_win_when_they_hold_every_value(write_csv):
     assert data["zip"] == ["12345", "54321"]
 
 
-def test_a_hint_that_would_alter_values_is_refused(write_csv):
+def test_a_hint_that_would_alter_values_is_refused(write_csv, both_paths):
     source = write_csv("a.csv", rows_csv("n", ["1", "12.5"]))
     with pytest.raises(RejectedFile, match=r"column n is set to BIGINT .* fractions"):
         run(source, hints={"n": "BIGINT"})
@@ -216,14 +226,14 @@ def test_row_groups_are_large_not_one_per_block(write_csv):
     assert pq.ParquetFile(target).metadata.num_row_groups == 2
 
 
-def test_existing_types_are_kept_when_they_hold_the_values(write_csv):
+def test_existing_types_are_kept_when_they_hold_the_values(write_csv, both_paths):
     existing = [Column("id", "BIGINT"), Column("amount", "DOUBLE"), Column("zip", "VARCHAR")]
     data, columns = run(write_csv("a.csv", "id,amount,zip\n1,2,12345\n"), existing=existing)
     assert types_of(columns) == {"id": "BIGINT", "amount": "DOUBLE", "zip": "VARCHAR"}
     assert data["zip"] == ["12345"]
 
 
-def test_a_wider_type_than_the_dataset_has_is_a_schema_change(write_csv):
+def test_a_wider_type_than_the_dataset_has_is_a_schema_change(write_csv, both_paths):
     existing = [Column("bonus", "DOUBLE")]
     with pytest.raises(RejectedFile, match=r"schema change: column bonus .* DOUBLE.*text.*VARCHAR"):
         run(write_csv("a.csv", "bonus\n1.5\nN/A\n"), existing=existing, dataset="w")

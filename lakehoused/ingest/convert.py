@@ -38,6 +38,7 @@ from lakehoused.ingest.csvfile import CsvFormat, diagnose, read_header
 from lakehoused.schema import Column
 
 SAMPLE_ROWS = 2048
+SMALL_FILE = 4 << 20  # bytes; below this, no sample: one class pass over every column
 ROW_GROUP_ROWS = 122_880  # DuckDB's own row group size: large enough to scan fast
 # One CSV record at most: DuckDB's default. It sizes its read buffers at 16 times this, so
 # a larger limit breaks the converter's memory budget on large files (8 MB did, at 5M rows).
@@ -76,12 +77,27 @@ def _read_csv_sql(source: Path, fmt: CsvFormat, columns: Mapping[str, str]) -> s
     )
 
 
+_local = threading.local()
+
+
 def _connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(config={"threads": 2, "memory_limit": CONVERTER_MEMORY})
-    con.execute("SET preserve_insertion_order = true")  # rows keep the file's order
-    con.execute("SET enable_progress_bar = true")
-    con.execute("SET enable_progress_bar_print = false")
+    """This thread's converter connection: opening one costs ~20 ms, a small file less."""
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = duckdb.connect(config={"threads": 2, "memory_limit": CONVERTER_MEMORY})
+        con.execute("SET preserve_insertion_order = true")  # rows keep the file's order
+        con.execute("SET enable_progress_bar = true")
+        con.execute("SET enable_progress_bar_print = false")
+        _local.con = con
     return con
+
+
+def _discard_connection() -> None:
+    """After a failure, start the next conversion on a fresh connection."""
+    con = getattr(_local, "con", None)
+    _local.con = None
+    if con is not None:
+        con.close()
 
 
 class _ProgressPoller:
@@ -186,11 +202,15 @@ def convert(
     con = _connect()
     run = _ProgressPoller(con, progress)
     try:
-        classes = _sample_classes(con, source_sql, header)
-        # Columns with text in the sample are text whatever follows, unless a hint or the
-        # dataset's type says otherwise: those are checked, with everything not yet text.
-        must_check = set(hints) | {c.name for c in existing or () if c.type != "VARCHAR"}
-        checked = [c for c in header if c in must_check or not classes[c] & types.TEXT]
+        if source.stat().st_size <= SMALL_FILE:
+            # One pass over every column costs less than a sample and a pass.
+            classes, checked = dict.fromkeys(header, types.EMPTY), list(header)
+        else:
+            classes = _sample_classes(con, source_sql, header)
+            # Columns with text in the sample are text whatever follows, unless a hint or
+            # the dataset's type says otherwise: those are checked, with all not yet text.
+            must_check = set(hints) | {c.name for c in existing or () if c.type != "VARCHAR"}
+            checked = [c for c in header if c in must_check or not classes[c] & types.TEXT]
         if checked:
             classes = _file_classes(con, source_sql, classes, checked, run)
         planned = plan(classes)
@@ -205,14 +225,14 @@ def convert(
             "USE_TMP_FILE false)",
         )
     except duckdb.OutOfMemoryException as e:
+        _discard_connection()  # a failed statement may leave it in any state
         raise RejectedFile(
             f"the converter ran out of memory ({CONVERTER_MEMORY}) on this file: "
             f"{str(e).splitlines()[0]}"
         ) from e
     except duckdb.Error as e:
+        _discard_connection()
         raise diagnose(source, fmt, expected_fields=len(header)) or _duckdb_reason(e) from e
-    finally:
-        con.close()
     return _describe_parquet(target, planned)
 
 
