@@ -300,9 +300,9 @@ _STARTED = web.AppKey("started", float)
 
 def make_app(backend: Backend, settings: ServerConfig) -> web.Application:
     """The aiohttp application over a backend (the daemon, or a test's own)."""
-    app = web.Application(
-        middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY
-    )
+    # The token check only where there is a token: each middleware costs every request.
+    middlewares = [errors_middleware, auth_middleware] if settings.token else [errors_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[BACKEND] = backend
     app[SETTINGS] = settings
     app[_STARTED] = time.monotonic()

@@ -93,9 +93,9 @@ class InboxWatcher:
         self.use_notifications = use_notifications
         self.error: BaseException | None = None
         """Why the background thread stopped, when it failed (on_ready or a scan raised)."""
-        # A file is handed over at most 20 ms after it settled (the pending files are few and
+        # A file is handed over at most 10 ms after it settled (the pending files are few and
         # a stat is cheap), never busier than every 5 ms.
-        self._poll_interval = max(min(self.settle_s / 10, 0.02), 0.005)
+        self._poll_interval = max(min(self.settle_s / 10, 0.01), 0.005)
         self._entries: dict[PurePosixPath, _Entry] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
