@@ -435,3 +435,21 @@ def test_memory_cache_holds_small_datasets_and_swaps_them(objects: Path, make_en
     assert new_table != table  # the old copy is dropped with the swap
     assert running.reader.read_all().column("id").to_pylist() == [1, 2, 3]
     assert json.loads(engine.execute_json("SELECT * FROM w", 5).body)["catalog_seq"] == 2
+
+
+def test_repeated_json_queries_follow_the_catalog(objects: Path, make_engine) -> None:
+    engine = make_engine()
+    first = write_object(objects, "w", pa.table({"id": [1, 2]}))
+    engine.sync({"w": spec(first, columns=[("id", "BIGINT")])}, 1)
+    for _ in range(3):  # the first binds; the others answer in one statement
+        doc = json.loads(engine.execute_json("SELECT sum(id) AS s FROM w", 5).body)
+        assert (doc["rows"], doc["catalog_seq"]) == ([[3]], 1)
+    second = write_object(objects, "w", pa.table({"id": [5], "extra": ["x"]}))
+    engine.sync({"w": spec(first, second, columns=[("id", "BIGINT"), ("extra", "VARCHAR")])}, 2)
+    doc = json.loads(engine.execute_json("SELECT sum(id) AS s FROM w", 5).body)
+    assert (doc["rows"], doc["catalog_seq"]) == ([[8]], 2)
+    for _ in range(2):
+        doc = json.loads(engine.execute_json("SELECT * FROM w WHERE id > 100", 5).body)
+        assert (doc["rows"], doc["catalog_seq"]) == ([], 2)  # no row to carry the seq
+        doc = json.loads(engine.execute_json("SELECT * FROM w ORDER BY id", 5).body)
+        assert doc["rows"] == [[1, None], [2, None], [5, "x"]]
