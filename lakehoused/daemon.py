@@ -338,6 +338,21 @@ class Daemon:
                             "malformed in a way that crashes the reader; split it or "
                             "check it with `lakehoused ingest`",
                         )
+                except LakehousedError:
+                    raise
+                except Exception as e:
+                    # A failure that is not the file's fault still ends with the file
+                    # quarantined and explained, never only a log line (nor retried forever).
+                    log.exception("ingest of %s failed", relpath)
+                    if not path.exists():
+                        raise  # gone meanwhile: nothing to record or archive
+                    return await asyncio.to_thread(
+                        self._reject,
+                        path,
+                        dataset,
+                        f"internal error while ingesting: {type(e).__name__}: {e}; the file "
+                        "is kept here so it can be dropped again once that is fixed",
+                    )
             raise AssertionError("unreachable")
         finally:
             self.in_flight.pop(str(relpath), None)

@@ -1,7 +1,8 @@
 """Fault injection for the crash tests: `LAKEHOUSED_FAULT=<point>[:<file name part>]`.
 
 A `crash_*` point kills the whole daemon with SIGKILL (as a power cut would), from
-whichever process reaches it; `converter_dies` kills only the converter process. Unset,
+whichever process reaches it; `converter_dies` kills only the converter process;
+`converter_fails` raises an unexpected error in it. Unset,
 every point is a no-op costing one dictionary lookup.
 """
 
@@ -17,6 +18,7 @@ POINTS = (
     "crash_after_append",  # the event is in the log
     "crash_after_refresh",  # the views show it; the source is not archived yet
     "converter_dies",  # the converter process dies mid-conversion
+    "converter_fails",  # the conversion raises an error that is not the file's fault
 )
 
 # The daemon's pid, set in its converter processes, so a crash point there kills the daemon.
@@ -31,6 +33,8 @@ def point(name: str, subject: str = "") -> None:
     wanted, _, part = spec.partition(":")
     if wanted != name or part not in subject:
         return
+    if name == "converter_fails":
+        raise RuntimeError(f"injected fault at {name}")
     if name.startswith("crash_") and daemon_pid and daemon_pid != os.getpid():
         os.kill(daemon_pid, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -220,6 +220,18 @@ def test_a_converter_that_dies_rejects_only_its_file(make_daemon, tmp_path):
     daemon.wait_for(lambda: dataset_rows(daemon, "after") == 3, what="after")
 
 
+def test_an_unexpected_converter_error_quarantines_the_file(make_daemon, tmp_path):
+    daemon = make_daemon(env={"LAKEHOUSED_FAULT": "converter_fails:odd"})
+    os.rename(staged(tmp_path, "odd.csv", rows(10)), daemon.inbox / "odd.csv")
+    error = daemon.inbox / ".rejected" / "odd.csv.error.json"
+    daemon.wait_for(error.exists, what="odd rejected")
+    assert "internal error while ingesting: RuntimeError" in json.loads(error.read_text())["reason"]
+    (event,) = [e for e in daemon.events() if e["type"] == "ingest.rejected"]
+    assert event["dataset"] == "odd"
+    os.rename(staged(tmp_path, "fine.csv", rows(4)), daemon.inbox / "fine.csv")
+    daemon.wait_for(lambda: dataset_rows(daemon, "fine") == 4, what="fine")
+
+
 @pytest.mark.parametrize(
     "point", ["crash_after_convert", "crash_after_put", "crash_after_append", "crash_after_refresh"]
 )

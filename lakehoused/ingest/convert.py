@@ -215,6 +215,7 @@ def convert(
             classes = _file_classes(con, source_sql, classes, checked, run)
         planned = plan(classes)
         faults.point("converter_dies", source.name)
+        faults.point("converter_fails", source.name)
         typed_sql = _read_csv_sql(source, fmt, dict.fromkeys(header, "VARCHAR") | dict(planned))
         select = ", ".join(types.quote_identifier(name) for name, _ in planned)
         run.run(
