@@ -182,6 +182,7 @@ class Daemon:
         self._converters: list[Converter] = []
         self._free: asyncio.Queue[Converter] | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._refresh_lock = threading.Lock()
         self.watcher = InboxWatcher(
             config.inbox.path,
             settle_ms=config.inbox.settle_ms,
@@ -237,10 +238,13 @@ class Daemon:
         return seq
 
     def _refresh_views(self) -> int:
-        seq = self.log.catch_up()
-        if seq != self.engine.catalog_seq:
-            self.engine.sync(self.lakehouse.view_specs(), seq)
-        return seq
+        # One refresh at a time: two (after an ingest, and the log follower) could otherwise
+        # read the catalog in one order and swap the views in the other, going backwards.
+        with self._refresh_lock:
+            seq = self.log.catch_up()
+            if seq != self.engine.catalog_seq:
+                self.engine.sync(self.lakehouse.view_specs(), seq)
+            return seq
 
     async def _follow_log(self) -> None:
         """Events appended by another process (`lakehoused ingest`) reach the views."""
