@@ -16,6 +16,7 @@ import heapq
 import io
 import json
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +31,16 @@ import pyarrow.csv as pa_csv
 from lakehoused.errors import ForbiddenQuery, QueryError, QueryTimeout, StoreError
 from lakehoused.schema import Column
 
+# execute().to_arrow_table() warns that it copies the rows; for the small answers it serves
+# (one JSON string a row) the copy is cheaper than what sql() costs per call.
+warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
+
 # Rows per Arrow batch pulled from DuckDB: large enough that per-batch Python overhead is
 # noise, small enough that a truncated JSON answer reads little past its limit.
 BATCH_ROWS = 8192
 
 # The engine's own schema: user SQL may read it (it holds only the seq) but never write it.
-_STATE = '"_lakehoused"."catalog"'
+_SEQ = "_lakehoused.catalog_seq()"
 
 
 @dataclass(frozen=True)
@@ -102,8 +107,8 @@ class QueryEngine:
             ":memory:",
             config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
         )
-        self._con.execute(f"CREATE SCHEMA _lakehoused; CREATE TABLE {_STATE} (seq BIGINT NOT NULL)")
-        self._con.execute(f"INSERT INTO {_STATE} VALUES (0)")
+        self._con.execute("CREATE SCHEMA _lakehoused")
+        self._con.execute(f"CREATE MACRO {_SEQ[:-2]}() AS 0")
         self._lock_down(memory_limit, threads)
         self._seq = 0
         # name -> (the SQL that defines its view now, its cache table or None)
@@ -194,7 +199,8 @@ class QueryEngine:
                 # already running keep their snapshot of them.
                 for table in sorted(gone):
                     cur.execute(f"DROP TABLE IF EXISTS _lakehoused.{_ident(table)}")
-                cur.execute(f"UPDATE {_STATE} SET seq = ?", [seq])
+                # A macro, not a table: a query reads it as a constant, in its own snapshot.
+                cur.execute(f"CREATE OR REPLACE MACRO {_SEQ[:-2]}() AS {int(seq)}")
                 cur.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(duckdb.Error):
@@ -215,9 +221,7 @@ class QueryEngine:
         limit = self.timeout_s if timeout_s is None else timeout_s
         session = _Session(self, statement, limit)
         try:
-            ((session.seq,),) = session.cur.execute(
-                f"BEGIN TRANSACTION; SELECT seq FROM {_STATE}"
-            ).fetchall()
+            ((session.seq,),) = session.cur.execute(f"BEGIN TRANSACTION; SELECT {_SEQ}").fetchall()
             if bind:
                 session.relation = session.cur.sql(statement)
         except duckdb.Error as e:
@@ -301,7 +305,8 @@ class QueryEngine:
         limit = self.timeout_s if timeout_s is None else timeout_s
         session = _Session(self, shape.statement, limit, transaction=False)
         try:
-            table = session.cur.sql(shape.sql(max_rows, exact=False, seq=True)).to_arrow_table()
+            # execute(), not sql(): for the small answers this path serves it is faster.
+            table = session.cur.execute(shape.sql(max_rows, exact=False, seq=True)).to_arrow_table()
         except duckdb.Error as e:
             session.release()
             raise session.translate(e) from e
@@ -350,7 +355,7 @@ class _JsonShape:
         finite = (
             " AND ".join(f"isfinite({a})" for a in doubles) if doubles and not exact else "true"
         )
-        catalog = f", (SELECT seq FROM {_STATE})" if seq else ""
+        catalog = f", {_SEQ}" if seq else ""
         return (
             f"SELECT json_array({values}) || ',', {finite}{catalog} FROM (\n{self.statement}\n) "
             f"AS _user({', '.join(aliases)}) LIMIT {int(max_rows) + 1}"
