@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections import deque
@@ -34,6 +35,7 @@ from aiohttp import web
 from lakehoused import faults, names, systemd
 from lakehoused.config import Config, load_config
 from lakehoused.errors import LakehousedError, RejectedFile
+from lakehoused.ingest import CsvFormat, convert
 from lakehoused.lakehouse import Lakehouse, source_facts
 from lakehoused.log import Event
 from lakehoused.server import make_app
@@ -75,6 +77,16 @@ def _worker_init(config_path: str, progress: multiprocessing.Queue, daemon_pid: 
     faults.daemon_pid = daemon_pid
     _worker = Lakehouse(load_config(config_path))
     _progress = progress
+    _warm_up()
+
+
+def _warm_up() -> None:
+    """Convert a two-line file once, so the first real file does not pay for DuckDB's first
+    connection and first queries (measured: ~0.4 s on the first file of each converter)."""
+    with tempfile.TemporaryDirectory(prefix="lakehoused-warm-up-") as folder:
+        source = Path(folder) / "warm_up.csv"
+        source.write_text("n,x\n1,a\n", encoding="utf-8")
+        convert(source, Path(folder) / "warm_up.parquet", CsvFormat(), dataset="warm_up")
 
 
 def _worker_ingest(path: str, relpath: str, dataset: str, mode: str) -> dict:
