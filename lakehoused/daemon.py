@@ -20,7 +20,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections import deque
@@ -77,16 +76,23 @@ def _worker_init(config_path: str, progress: multiprocessing.Queue, daemon_pid: 
     faults.daemon_pid = daemon_pid
     _worker = Lakehouse(load_config(config_path))
     _progress = progress
-    _warm_up()
+    _warm_up(_worker)
 
 
-def _warm_up() -> None:
+def _warm_up(lakehouse: Lakehouse) -> None:
     """Convert a two-line file once, so the first real file does not pay for DuckDB's first
-    connection and first queries (measured: ~0.4 s on the first file of each converter)."""
-    with tempfile.TemporaryDirectory(prefix="lakehoused-warm-up-") as folder:
-        source = Path(folder) / "warm_up.csv"
-        source.write_text("n,x\n1,a\n", encoding="utf-8")
-        convert(source, Path(folder) / "warm_up.parquet", CsvFormat(), dataset="warm_up")
+    connection and first queries (measured: ~0.4 s on the first file of each converter).
+
+    Both files are locked temp files of the store: another process opening the store
+    leaves them alone, and a converter killed meanwhile leaves files the next start
+    removes, not litter in /tmp. A failed warm-up costs only that latency.
+    """
+    try:
+        with lakehouse.store.new_temp() as source, lakehouse.store.new_temp() as target:
+            source.path.write_text("n,x\n1,a\n", encoding="utf-8")
+            convert(source.path, target.path, CsvFormat(), dataset="warm_up")
+    except Exception:
+        log.exception("converter warm-up failed; the first file will be slower")
 
 
 def _worker_ingest(path: str, relpath: str, dataset: str, mode: str) -> dict:
@@ -315,11 +321,12 @@ class Daemon:
     async def _ingest(self, dataset: str, relpath: PurePosixPath) -> None:
         path = self.config.inbox.path / relpath
         try:
-            if path.exists():
+            if (signature := _signature(path)) is not None:
                 result = await self._convert(dataset, relpath, path)
                 await self.refresh()
                 faults.point("crash_after_refresh", path.name)
-                await asyncio.to_thread(self._finish, relpath, result)
+                await asyncio.to_thread(faults.point, "slow_archive", path.name)
+                await asyncio.to_thread(self._finish, relpath, result, signature)
         except Exception:
             log.exception("ingest of %s failed", relpath)
         finally:
@@ -337,10 +344,10 @@ class Daemon:
         self.in_flight[str(relpath)] = InFlight(str(relpath), dataset, path.stat().st_size)
         try:
             for attempt in range(_RETRY_DIED + 1):
-                future = converter.pool.submit(
-                    _worker_ingest, str(path), str(relpath), dataset, mode
-                )
                 try:
+                    future = converter.pool.submit(
+                        _worker_ingest, str(path), str(relpath), dataset, mode
+                    )
                     return await asyncio.wrap_future(future)
                 except concurrent.futures.process.BrokenProcessPool:
                     converter.restart()
@@ -397,19 +404,32 @@ class Daemon:
         path = self.config.inbox.path / relpath
         try:
             if path.is_file():
+                signature = _signature(path)
                 result = await asyncio.to_thread(
                     self._reject, path, None, error.reason, **error.details
                 )
                 await self.refresh()
-                await asyncio.to_thread(self._finish, relpath, result)
+                await asyncio.to_thread(self._finish, relpath, result, signature)
         finally:
             self.watcher.forget(relpath)
 
-    def _finish(self, relpath: PurePosixPath, result: dict) -> None:
-        """Step 5: archive (or delete, or keep) the source; quarantine a rejected one."""
+    def _finish(
+        self, relpath: PurePosixPath, result: dict, signature: tuple[int, int, int] | None
+    ) -> None:
+        """Step 5: archive (or delete, or keep) the source; quarantine a rejected one.
+
+        Only the file that was ingested: a new file dropped under the same name meanwhile
+        (a rename replaces it at once) is left for its own turn, never archived unread.
+        """
         inbox = self.config.inbox.path
         source = inbox / relpath
         summary = {"file": str(relpath), **result}
+        if _signature(source) != signature:
+            if result["status"] == "rejected":
+                self.last_error = summary
+            else:
+                self.last_ingested = summary
+            return
         if result["status"] == "rejected":
             self.last_error = summary
             target = _free_name(inbox / ".rejected" / relpath, result["seq"])
@@ -464,6 +484,16 @@ class Daemon:
             "last_ingested": self.last_ingested,
             "last_error": self.last_error,
         }
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime_ns) of a file, None if it is gone: what tells one drop from the
+    next (a rename over it brings another inode)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _free_name(target: Path, seq: int) -> Path:

@@ -220,6 +220,22 @@ def test_a_converter_that_dies_rejects_only_its_file(make_daemon, tmp_path):
     daemon.wait_for(lambda: dataset_rows(daemon, "after") == 3, what="after")
 
 
+def test_a_file_replaced_while_the_last_one_is_archived_is_not_lost(make_daemon, tmp_path):
+    daemon = make_daemon(env={"LAKEHOUSED_FAULT": "slow_archive:w.csv"})
+    os.rename(staged(tmp_path, "w1.csv", rows(3)), daemon.inbox / "w.csv")
+    daemon.wait_for(lambda: dataset_rows(daemon, "w") == 3, what="first version")
+    # The first is registered but not archived yet: the second takes its name.
+    os.rename(staged(tmp_path, "w2.csv", rows(5)), daemon.inbox / "w.csv")
+    daemon.wait_for(lambda: dataset_rows(daemon, "w") == 5, what="second version")
+    # The rename destroyed the first file; the second is archived only once it is ingested.
+    archived = daemon.inbox / ".done" / "w.csv"
+    daemon.wait_for(archived.exists, what="the second archived")
+    assert archived.read_text() == rows(5)
+    assert not (daemon.inbox / "w.csv").exists()
+    registered = [e for e in daemon.events() if e["type"] == "dataset.registered"]
+    assert [e["data"]["object"]["rows"] for e in registered] == [3, 5]
+
+
 def test_an_unexpected_converter_error_quarantines_the_file(make_daemon, tmp_path):
     daemon = make_daemon(env={"LAKEHOUSED_FAULT": "converter_fails:odd"})
     os.rename(staged(tmp_path, "odd.csv", rows(10)), daemon.inbox / "odd.csv")
