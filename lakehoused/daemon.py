@@ -35,8 +35,7 @@ from lakehoused import faults, names, systemd
 from lakehoused.config import Config, load_config
 from lakehoused.errors import LakehousedError, RejectedFile
 from lakehoused.ingest import CsvFormat, convert
-from lakehoused.lakehouse import Lakehouse, source_facts
-from lakehoused.log import Event
+from lakehoused.lakehouse import Lakehouse, Outcome
 from lakehoused.server import make_app
 from lakehoused.watch import InboxWatcher
 
@@ -95,15 +94,23 @@ def _warm_up(lakehouse: Lakehouse) -> None:
         log.exception("converter warm-up failed; the first file will be slower")
 
 
-def _worker_ingest(path: str, relpath: str, dataset: str, mode: str) -> dict:
-    """Ingest one file in the converter process; return what happened as plain data."""
+def _worker_ingest(path: str, relpath: str) -> dict:
+    """Ingest one file in the converter process; return what happened as plain data.
+
+    The file's place in the inbox and the config decide its dataset and mode, as for
+    `lakehoused ingest` of a file in the inbox.
+    """
     assert _worker is not None
 
     def report(fraction: float) -> None:
         assert _progress is not None
         _progress.put((relpath, fraction))
 
-    outcome = _worker.ingest_file(Path(path), dataset=dataset, mode=mode, progress=report)
+    return _summary(_worker.ingest_file(Path(path), progress=report))
+
+
+def _summary(outcome: Outcome) -> dict:
+    """An outcome as plain data: what crosses from a converter, and what /status shows."""
     return {
         "status": outcome.status,
         "dataset": outcome.dataset,
@@ -344,16 +351,12 @@ class Daemon:
     async def _convert(self, dataset: str, relpath: PurePosixPath, path: Path) -> dict:
         """Run the ingest in a free converter process; a dead converter rejects the file."""
         assert self._free is not None
-        entry = names.locate(relpath)
-        mode = self.config.dataset_options(dataset).mode or entry.mode
         converter = await self._free.get()
         self.in_flight[str(relpath)] = InFlight(str(relpath), dataset, path.stat().st_size)
         try:
             for attempt in range(_RETRY_DIED + 1):
                 try:
-                    future = converter.pool.submit(
-                        _worker_ingest, str(path), str(relpath), dataset, mode
-                    )
+                    future = converter.pool.submit(_worker_ingest, str(path), str(relpath))
                     return await asyncio.wrap_future(future)
                 except concurrent.futures.process.BrokenProcessPool:
                     converter.restart()
@@ -389,22 +392,7 @@ class Daemon:
 
     def _reject(self, path: Path, dataset: str | None, reason: str, **details: object) -> dict:
         """Record a rejection decided in the daemon itself (the converter could not)."""
-        source = source_facts(path, path.resolve().as_uri())
-        event = self.log.append(
-            Event(
-                "ingest.rejected",
-                {"source": source, "reason": reason, "details": details},
-                dataset=dataset,
-            )
-        )
-        return {
-            "status": "rejected",
-            "dataset": dataset,
-            "seq": event.seq,
-            "reason": reason,
-            "details": details,
-            "at": event.at,
-        }
+        return _summary(self.lakehouse.reject(path, dataset, reason, details))
 
     async def _reject_unrouted(self, relpath: PurePosixPath, error: RejectedFile) -> None:
         path = self.config.inbox.path / relpath

@@ -63,11 +63,11 @@ def registration_id(dataset: str, source_sha256: str, previous_version: int) -> 
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def source_facts(path: Path, uri: str) -> dict:
+def source_facts(path: Path) -> dict:
     """What an event records of a source file: uri, sha256, bytes, mtime."""
     stat = path.stat()
     return {
-        "uri": uri,
+        "uri": path.resolve().as_uri(),
         "sha256": file_sha256(path),
         "bytes": stat.st_size,
         "mtime": datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="microseconds"),
@@ -122,12 +122,11 @@ class Lakehouse:
         *,
         dataset: str | None = None,
         mode: str | None = None,
-        uri: str | None = None,
         progress: Callable[[float], None] | None = None,
     ) -> Outcome:
         """Register one source file exactly once, or record why it was rejected."""
         path = Path(path)
-        source = source_facts(path, uri or path.resolve().as_uri())
+        source = source_facts(path)
         name: str | None = None
         try:
             name, mode = self.locate(path, dataset, mode)
@@ -138,14 +137,26 @@ class Lakehouse:
                     self.log.catch_up()  # another writer got there first: look again
             raise LakehousedError(f"dataset {name} kept changing under this ingest; try again")
         except RejectedFile as e:
-            event = self.log.append(
-                Event(
-                    "ingest.rejected",
-                    {"source": source, "reason": e.reason, "details": e.details},
-                    dataset=name,
-                )
+            return self.reject(path, name, e.reason, e.details, source=source)
+
+    def reject(
+        self,
+        path: Path,
+        dataset: str | None,
+        reason: str,
+        details: dict,
+        *,
+        source: dict | None = None,
+    ) -> Outcome:
+        """Record that a source file was rejected, and why (the ingest.rejected event)."""
+        event = self.log.append(
+            Event(
+                "ingest.rejected",
+                {"source": source or source_facts(path), "reason": reason, "details": details},
+                dataset=dataset,
             )
-            return Outcome("rejected", path, name, event, e.reason)
+        )
+        return Outcome("rejected", path, dataset, event, reason)
 
     def _register(
         self,

@@ -39,8 +39,10 @@ warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", cat
 # noise, small enough that a truncated JSON answer reads little past its limit.
 BATCH_ROWS = 8192
 
-# The engine's own schema: user SQL may read it (it holds only the seq) but never write it.
-_SEQ = "_lakehoused.catalog_seq()"
+# The catalog seq the views show, a macro in the engine's own schema (which also holds the
+# memory cache's tables): user SQL may read it, never change it.
+_SEQ_MACRO = "_lakehoused.catalog_seq"
+_SEQ = f"{_SEQ_MACRO}()"
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ class ViewSpec:
 class QueryResult:
     """A running query: its columns, its rows as a stream, and the catalog state it saw.
 
-    The stream owns a cursor and a timer; reading it to the end, or `close()`, releases both.
+    The stream owns a cursor and a time limit; reading it to the end, or `close()`, releases
+    both.
     """
 
     columns: list[dict]
@@ -108,7 +111,7 @@ class QueryEngine:
             config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
         )
         self._con.execute("CREATE SCHEMA _lakehoused")
-        self._con.execute(f"CREATE MACRO {_SEQ[:-2]}() AS 0")
+        self._con.execute(f"CREATE MACRO {_SEQ_MACRO}() AS 0")
         self._lock_down(memory_limit, threads)
         self._seq = 0
         # name -> (the SQL that defines its view now, its cache table or None)
@@ -200,7 +203,7 @@ class QueryEngine:
                 for table in sorted(gone):
                     cur.execute(f"DROP TABLE IF EXISTS _lakehoused.{_ident(table)}")
                 # A macro, not a table: a query reads it as a constant, in its own snapshot.
-                cur.execute(f"CREATE OR REPLACE MACRO {_SEQ[:-2]}() AS {int(seq)}")
+                cur.execute(f"CREATE OR REPLACE MACRO {_SEQ_MACRO}() AS {int(seq)}")
                 cur.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(duckdb.Error):
@@ -217,13 +220,11 @@ class QueryEngine:
         The seq and the user's query share one transaction, hence one snapshot of the
         catalog: DuckDB takes it at the first read, and sync commits views and seq together.
         """
-        statement = _checked_statement(sql)
-        limit = self.timeout_s if timeout_s is None else timeout_s
-        session = _Session(self, statement, limit)
+        session = _Session(self, _checked_statement(sql), timeout_s)
         try:
             ((session.seq,),) = session.cur.execute(f"BEGIN TRANSACTION; SELECT {_SEQ}").fetchall()
             if bind:
-                session.relation = session.cur.sql(statement)
+                session.relation = session.cur.sql(session.statement)
         except duckdb.Error as e:
             session.release()
             raise session.translate(e) from e
@@ -265,7 +266,6 @@ class QueryEngine:
         "elapsed_ms"}`; dates and timestamps as ISO strings, DECIMAL exact (a fraction as a
         string), NaN and infinities as strings, BLOB as base64.
 
-
         DuckDB writes each row as a JSON array in parallel C++, so a 10,000-row answer costs
         a few milliseconds instead of tens in Python; the rows arrive back-to-back in one
         Arrow buffer and are spliced into the document without a Python object per row.
@@ -302,8 +302,7 @@ class QueryEngine:
         """The answer from one auto-committed statement that also reads the catalog seq,
         so views and seq come from one snapshot; None when that cannot be shown (no row to
         carry the seq, another catalog state, a NaN) and the transaction path must answer."""
-        limit = self.timeout_s if timeout_s is None else timeout_s
-        session = _Session(self, shape.statement, limit, transaction=False)
+        session = _Session(self, shape.statement, timeout_s, transaction=False)
         try:
             # execute(), not sql(): for the small answers this path serves it is faster.
             table = session.cur.execute(shape.sql(max_rows, exact=False, seq=True)).to_arrow_table()
@@ -424,9 +423,15 @@ class _Session:
     """One query's cursor, time limit and transaction; `release` ends all three once."""
 
     def __init__(
-        self, engine: QueryEngine, statement: str, limit: float, *, transaction: bool = True
+        self,
+        engine: QueryEngine,
+        statement: str,
+        timeout_s: float | None,
+        *,
+        transaction: bool = True,
     ) -> None:
-        self.engine, self.statement, self.limit = engine, statement, limit
+        self.engine, self.statement = engine, statement
+        self.limit = engine.timeout_s if timeout_s is None else timeout_s
         self.transaction = transaction
         self.started = perf_counter()
         self.cur = engine._take_cursor()
@@ -434,7 +439,7 @@ class _Session:
         self.relation: duckdb.DuckDBPyRelation
         self._guard = threading.Lock()
         self._timed_out = self._closed = False
-        self._token = _DEADLINES.add(limit, self._interrupt)
+        self._token = _DEADLINES.add(self.limit, self._interrupt)
 
     def _interrupt(self) -> None:
         with self._guard:
