@@ -12,11 +12,13 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from lakehoused.errors import LogError, VersionConflict
+from lakehoused.events import DatasetRegistered
 from lakehoused.log import StoredEvent, canonical_json
 from lakehoused.schema import Column, fingerprint, merge, schema_from_json, schema_to_json
 
@@ -183,10 +185,15 @@ class Catalog:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._reader: Callable[[], sqlite3.Connection] | None = None
         self._folds: dict[str, Callable[[sqlite3.Connection, StoredEvent], None]] = {
-            "dataset.registered": self._fold_registered,
+            DatasetRegistered.name: self._fold_registered,
             # ingest.rejected, ingest.duplicate and unknown types only advance the position.
         }
+
+    def bind(self, reader: Callable[[], sqlite3.Connection]) -> None:
+        """Read through per-thread read-only connections from now on (EventLog calls this)."""
+        self._reader = reader
 
     # --- Projection ---
 
@@ -219,9 +226,10 @@ class Catalog:
 
     def position(self, conn: sqlite3.Connection | None = None) -> int:
         """The seq of the last event folded into the catalog (0 for none)."""
-        with self.lock:
-            c = conn if conn is not None else self._connection()
-            return c.execute("SELECT seq FROM catalog_position WHERE id = 1").fetchone()[0]
+        if conn is not None:
+            return conn.execute("SELECT seq FROM catalog_position WHERE id = 1").fetchone()[0]
+        with self._snapshot() as c:
+            return self.position(c)
 
     def apply(self, conn: sqlite3.Connection, event: StoredEvent) -> None:
         """Fold one event and record its seq; a stale registration raises VersionConflict."""
@@ -334,40 +342,65 @@ class Catalog:
 
     # --- reads ---
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise LogError("catalog: not set up; open it through EventLog(db_path, catalog)")
-        return self._conn
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A connection on which every read sees one catalog state."""
+        if self._reader is None:
+            # Not bound to a log's readers (an in-memory replay): the connection it folds on.
+            if self._conn is None:
+                raise LogError("catalog: not set up; open it through EventLog(db_path, catalog)")
+            with self.lock:
+                yield self._conn
+            return
+        conn = self._reader()
+        if conn.in_transaction:  # already inside a snapshot on this thread
+            yield conn
+            return
+        try:
+            conn.execute("BEGIN")
+            yield conn
+        except sqlite3.Error as e:
+            raise LogError(f"read the catalog: {e}") from e
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
 
     def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[tuple]:
-        with self.lock:
-            return self._connection().execute(sql, tuple(args)).fetchall()
+        with self._snapshot() as conn:
+            return conn.execute(sql, tuple(args)).fetchall()
 
     def datasets(self) -> list[DatasetInfo]:
         """Every dataset at its current version, sorted by name."""
-        with self.lock:
-            rows = self._rows(f"SELECT {_DATASET_COLUMNS} FROM catalog_datasets ORDER BY name")
+        return self.state()[1]
+
+    def state(self) -> tuple[int, list[DatasetInfo]]:
+        """The position and every dataset, read in one snapshot (what the views show)."""
+        with self._snapshot() as conn:
+            position = self.position(conn)
+            rows = conn.execute(
+                f"SELECT {_DATASET_COLUMNS} FROM catalog_datasets ORDER BY name"
+            ).fetchall()
             parts: dict[str, list[Part]] = {}
-            for r in self._rows(
+            for r in conn.execute(
                 f"SELECT dataset, {_PART_COLUMNS} FROM catalog_parts "
                 "WHERE version_removed IS NULL ORDER BY dataset, position"
             ):
                 parts.setdefault(r[0], []).append(Part(*r[1:]))
-        return [_dataset_info(r, parts.get(r[0], [])) for r in rows]
+        return position, [_dataset_info(r, parts.get(r[0], [])) for r in rows]
 
     def dataset(self, name: str) -> DatasetInfo | None:
         """One dataset at its current version, or None if the catalog has no such dataset."""
-        with self.lock:
-            rows = self._rows(
+        with self._snapshot() as conn:
+            rows = conn.execute(
                 f"SELECT {_DATASET_COLUMNS} FROM catalog_datasets WHERE name = ?", (name,)
-            )
+            ).fetchall()
             if not rows:
                 return None
-            parts = self._rows(
+            parts = conn.execute(
                 f"SELECT {_PART_COLUMNS} FROM catalog_parts "
                 "WHERE dataset = ? AND version_removed IS NULL ORDER BY position",
                 (name,),
-            )
+            ).fetchall()
         return _dataset_info(rows[0], [Part(*p) for p in parts])
 
     def versions(self, name: str) -> list[VersionInfo]:
@@ -403,8 +436,7 @@ class Catalog:
     def digest(self) -> str:
         """sha256 over every catalog table (position included), dumped in a fixed order."""
         h = hashlib.sha256()
-        with self.lock:
-            conn = self._connection()
+        with self._snapshot() as conn:
             for table, (_, order) in _TABLES.items():
                 cur = conn.execute(f"SELECT * FROM {table} ORDER BY {order}")
                 header = [table, [c[0] for c in cur.description]]

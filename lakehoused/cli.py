@@ -9,11 +9,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lakehoused import __version__
+from lakehoused import __version__, events, logs, operations
 from lakehoused.config import Config, load_config
 from lakehoused.errors import LakehousedError
-from lakehoused.lakehouse import Lakehouse, Outcome
-from lakehoused.log import StoredEvent
+from lakehoused.lakehouse import Lakehouse
 from lakehoused.progress import ProgressBar
 
 FORMATS = ("json", "ndjson", "csv", "arrow", "table")
@@ -38,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, help_: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=help_, description=help_)
 
-    command("run", "run the daemon: watch the inbox, ingest, serve SQL over HTTP")
+    run = command("run", "run the daemon: watch the inbox, ingest, serve SQL over HTTP")
+    run.add_argument(
+        "--log-format", choices=logs.FORMATS, default="text", help="log lines as text or JSON"
+    )
     ingest = command("ingest", "ingest files once, through the daemon's own code path")
     ingest.add_argument("files", nargs="+", type=Path, metavar="FILE")
     ingest.add_argument("--dataset", help="dataset name (default: from the file's name or folder)")
@@ -67,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a `log export` file, into an empty state directory",
     )
     command("verify", "check the hash chain, seq gaps, replay digest and every object's sha256")
-    gc = command("gc", "remove objects no event references, and stale temp files")
+    gc = command("gc", "remove objects no event references, and stale staging workspaces")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     gc.add_argument(
         "--grace-s", type=float, default=None, help="keep anything younger (default 900)"
@@ -92,20 +94,8 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     """The daemon."""
     from lakehoused.daemon import run
 
+    logs.setup(args.log_format)
     return run(config)
-
-
-def _describe(outcome: Outcome) -> str:
-    data = outcome.event.data
-    if outcome.status == "registered":
-        obj = data["object"]
-        return (
-            f"registered {outcome.source} as {outcome.dataset} version {data['version']} "
-            f"({data['mode']}): {obj['rows']} rows, object {obj['key']}"
-        )
-    if outcome.status == "duplicate":
-        return f"duplicate {outcome.source}: {outcome.dataset} version {data['version']} already holds these bytes"
-    return f"rejected {outcome.source}: {outcome.reason}"
 
 
 def cmd_ingest(config: Config, args: argparse.Namespace) -> int:
@@ -121,14 +111,15 @@ def cmd_ingest(config: Config, args: argparse.Namespace) -> int:
                 outcome = lakehouse.ingest_file(
                     path, dataset=args.dataset, mode=args.mode, progress=bar.update
                 )
-            print(_describe(outcome), file=sys.stdout if outcome.ok else sys.stderr)
+            line = f"{events.describe(outcome.event)} (seq {outcome.seq})"
+            print(line, file=sys.stdout if outcome.ok else sys.stderr)
             failed += not outcome.ok
     return 1 if failed else 0
 
 
 def cmd_datasets(config: Config, args: argparse.Namespace) -> int:
     """The catalog, as a table or as JSON."""
-    with Lakehouse(config) as lakehouse:
+    with Lakehouse(config, read_only=True) as lakehouse:
         datasets = lakehouse.catalog.datasets()
     if args.json:
         print(json.dumps([d.to_json() for d in datasets], indent=2, sort_keys=True))
@@ -146,7 +137,7 @@ def cmd_sql(config: Config, args: argparse.Namespace) -> int:
     from lakehoused import query
 
     max_rows = args.max_rows or config.server.max_rows
-    with Lakehouse(config) as lakehouse:
+    with Lakehouse(config, read_only=True) as lakehouse:
         engine = lakehouse.open_engine()
         try:
             out = sys.stdout.buffer
@@ -180,7 +171,7 @@ def cmd_sql(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_log(config: Config, args: argparse.Namespace) -> int:
     """The event log, or its export as JSON Lines."""
-    with Lakehouse(config) as lakehouse:
+    with Lakehouse(config, read_only=True) as lakehouse:
         if args.log_command == "export":
             if str(args.file) == "-":
                 count = lakehouse.log.export(sys.stdout)
@@ -189,26 +180,16 @@ def cmd_log(config: Config, args: argparse.Namespace) -> int:
                     count = lakehouse.log.export(fh)
             print(f"exported {count} events to {args.file}", file=sys.stderr)
             return 0
-        events = lakehouse.log.read(after=args.after, limit=args.limit)
-    for event in events:
+        found = lakehouse.log.read(after=args.after, limit=args.limit)
+    for event in found:
         if args.json:
             print(json.dumps(event.to_json(), sort_keys=True, ensure_ascii=False))
         else:
             print(
-                f"{event.seq:>6}  {event.at}  {event.type:<20} {event.dataset or '-':<20} {_summary(event)}"
+                f"{event.seq:>6}  {event.at}  {event.type:<20} {event.dataset or '-':<20} "
+                f"{events.describe(event)}"
             )
     return 0
-
-
-def _summary(event: StoredEvent) -> str:
-    data = event.data
-    if event.type == "dataset.registered":
-        return f"version {data['version']} ({data['mode']}), {data['object']['rows']} rows from {data['source']['uri']}"
-    if event.type == "ingest.rejected":
-        return f"{data['source']['uri']}: {data['reason']}"
-    if event.type == "ingest.duplicate":
-        return f"{data['source']['uri']} = version {data['version']}"
-    return json.dumps(data, sort_keys=True)[:120]
 
 
 def cmd_replay(config: Config, args: argparse.Namespace) -> int:
@@ -216,17 +197,17 @@ def cmd_replay(config: Config, args: argparse.Namespace) -> int:
     with Lakehouse(config) as lakehouse:
         if args.from_file:
             with open(args.from_file, encoding="utf-8") as fh:
-                count = lakehouse.restore(fh)
+                count = operations.restore(lakehouse, fh)
             print(f"restored {count} events from {args.from_file}")
-        digest = lakehouse.replay()
+        digest = operations.replay(lakehouse)
         print(f"replayed {lakehouse.log.last_seq} events; projection digest {digest}")
     return 0
 
 
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     """Exit 1 on any fault."""
-    with Lakehouse(config) as lakehouse:
-        problems = lakehouse.verify()
+    with Lakehouse(config, read_only=True) as lakehouse:
+        problems = operations.verify(lakehouse)
         seq, objects = lakehouse.log.last_seq, len(lakehouse.catalog.referenced_objects())
     for problem in problems:
         print(f"FAULT: {problem}", file=sys.stderr)
@@ -240,15 +221,15 @@ def cmd_gc(config: Config, args: argparse.Namespace) -> int:
     """Remove unreferenced objects and stale temp files."""
     kwargs = {} if args.grace_s is None else {"grace_s": args.grace_s}
     with Lakehouse(config) as lakehouse:
-        report = lakehouse.gc(dry_run=args.dry_run, **kwargs)
+        report = operations.gc(lakehouse, dry_run=args.dry_run, **kwargs)
     verb = "would remove" if args.dry_run else "removed"
     for key in report.objects:
         print(f"{verb} {key}")
-    for name in report.temps:
-        print(f"{verb} temp file {name}")
+    for name in report.workspaces:
+        print(f"{verb} stale staging workspace {name}")
     if report.skipped_in_flight:
         print(f"kept {report.skipped_in_flight} unreferenced objects: an ingest is in flight")
-    print(f"{verb} {len(report.objects)} objects and {len(report.temps)} temp files")
+    print(f"{verb} {len(report.objects)} objects and {len(report.workspaces)} stale workspaces")
     return 0
 
 

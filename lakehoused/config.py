@@ -16,7 +16,6 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -62,6 +61,22 @@ _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A key named like one of these may hold a secret, so its value never appears in a message.
 _SECRET_LIKE = re.compile(r"token|secret|passw|key|credential|auth", re.IGNORECASE)
+
+
+class FrozenDict(dict):
+    """A dict that cannot change after it is made, and that pickles (to converter processes)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("settings cannot change once loaded")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+    __ior__ = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple:
+        return (FrozenDict, (dict(self),))
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,11 @@ class Config:
         """The SQLite file of the event log and projection."""
         return self.state.path / DB_FILENAME
 
+    @property
+    def staging_path(self) -> Path:
+        """Where each ingest stages its source and writes its object (one workspace each)."""
+        return self.state.path / "staging"
+
 
 def default_config(root: Path) -> Config:
     """All defaults, with the default relative paths resolved against ``root``."""
@@ -196,7 +216,7 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], file: Path |
         store=StoreConfig(_location(sections["store"], "store", base)),
         state=StateConfig(_location(sections["state"], "state", base)),
         server=_server(sections["server"], env),
-        datasets=MappingProxyType(
+        datasets=FrozenDict(
             {name: _dataset(raw, name) for name, raw in sections["datasets"].items()}
         ),
     )
@@ -490,7 +510,7 @@ def _types(value: Any, key: str) -> Mapping[str, str]:
         if not isinstance(name, str) or name.upper() not in COLUMN_TYPES:
             raise _bad(f"{key}.{column}", f"one of {', '.join(COLUMN_TYPES)}", name)
         types[column] = name.upper()
-    return MappingProxyType(types)
+    return FrozenDict(types)
 
 
 def _encoding(value: Any, key: str) -> str:

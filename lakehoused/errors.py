@@ -55,6 +55,43 @@ class StoreError(LakehousedError):
     code = "store"
 
 
+class Transient(LakehousedError):
+    """A failure that is nobody's fault and passes: the file waits and is tried again."""
+
+    status = 503
+    code = "unavailable"
+
+
+class LogBusy(Transient, LogError):
+    """Another writer held the log longer than the busy timeout."""
+
+    code = "log_busy"
+
+
+class StoreUnavailable(Transient, StoreError):
+    """The object store cannot be reached or written right now."""
+
+    code = "store_unavailable"
+
+
+class InboxUnavailable(Transient):
+    """The inbox (a directory or a bucket) cannot be read right now."""
+
+    code = "inbox_unavailable"
+
+
+class SourceChanged(Transient):
+    """The source file changed while it was being ingested; it is taken again as it is now."""
+
+    code = "source_changed"
+
+
+class SourceGone(LakehousedError):
+    """The source file went away before it was staged: there is nothing left to ingest."""
+
+    code = "source_gone"
+
+
 class QueryError(LakehousedError):
     """The SQL cannot run: a syntax error, an unknown column, a failed cast."""
 

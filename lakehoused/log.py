@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from lakehoused.errors import DuplicateEvent, LogError
+from lakehoused import faults
+from lakehoused.errors import DuplicateEvent, LogBusy, LogError
 
 # The prev_hash of the first event: there is nothing before it to link to.
 ZERO_HASH = "0" * 64
@@ -58,6 +59,11 @@ _TRIGGERS = {
         WHEN EXISTS (SELECT 1 FROM events WHERE seq = NEW.seq OR id = NEW.id)
         BEGIN SELECT RAISE(ABORT, 'events are append-only'); END""",
 }
+
+
+def _is_busy(e: sqlite3.Error) -> bool:
+    """Whether SQLite gave up waiting for another connection (it passes; retry later)."""
+    return "locked" in str(e) or "busy" in str(e)
 
 
 def canonical_json(value: Any) -> str:
@@ -168,8 +174,15 @@ class Projection(Protocol):
     def reset(self, conn: sqlite3.Connection) -> None:
         """Drop and recreate its tables, back at position 0."""
 
+    def bind(self, reader: Callable[[], sqlite3.Connection]) -> None:
+        """Read through `reader` (a per-thread read-only connection) from now on."""
+
 
 # --- schema versions and migrations -----------------------------------------------------
+
+
+def _last_seq(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
 
 
 def _user_version(conn: sqlite3.Connection) -> int:
@@ -255,44 +268,133 @@ class EventLog:
     is a `BEGIN IMMEDIATE` transaction and waits up to 10 s for the other writer.
     """
 
-    def __init__(self, db_path: Path, projection: Projection | None = None) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        projection: Projection | None = None,
+        *,
+        read_only: bool = False,
+        busy_timeout_s: float = 10.0,
+    ) -> None:
         self.path = Path(db_path)
+        self.read_only = read_only
+        self.busy_timeout_s = busy_timeout_s
         self._projection = projection
-        # Shared with the projection when it brings a lock, so its reads from server threads
-        # and our writes never use the one connection at the same time.
-        self.lock: threading.RLock = getattr(projection, "lock", None) or threading.RLock()
+        # Guards the one writing connection; reads use per-thread connections of their own,
+        # so they never queue behind an fsynced append (WAL lets them read meanwhile).
+        self.lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        if read_only:
+            self._conn = self._open_read_only()
+        else:
+            self._conn = self._open_writer()
+        if projection is None:
+            return
+        try:
+            if not read_only:
+                with self._transaction("set up the projection"):
+                    projection.setup(self._conn)
+            bind = getattr(projection, "bind", None)
+            if bind is not None:
+                bind(self.reader)
+            if not read_only:
+                self.catch_up()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_writer(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout_s,
             )
         except sqlite3.Error as e:
             raise LogError(f"open log {self.path}: {e}") from e
         try:
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
-            self._conn.execute("PRAGMA busy_timeout = 10000")
-            migrate(self._conn)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            migrate(conn)
         except (sqlite3.Error, LogError) as e:
-            self._conn.close()
+            conn.close()
             raise LogError(f"open log {self.path}: {e}") from e
-        if projection is not None:
-            try:
-                with self._transaction("set up the projection"):
-                    projection.setup(self._conn)
-                self.catch_up()
-            except BaseException:
-                self._conn.close()
-                raise
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise LogError(
+                f"no lakehouse at {self.path.parent}: {self.path.name} does not exist there; "
+                "check state.path in the config (nothing has been ingested with it yet)"
+            )
+        conn = self._connect_reader()
+        try:
+            version = _user_version(conn)
+        except sqlite3.Error as e:
+            conn.close()
+            raise LogError(f"open log {self.path} read-only: {e}") from e
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise LogError(
+                f"the log {self.path} is at schema version {version}, this lakehoused reads "
+                f"{SCHEMA_VERSION}; run a writing command (lakehoused run) to migrate it"
+            )
+        return conn
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout_s,
+            )
+            conn.execute("PRAGMA query_only = 1")
+        except sqlite3.Error as e:
+            raise LogError(f"open log {self.path} for reading: {e}") from e
+        return conn
+
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection (reads never wait for the writer)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect_reader()
+            with self.lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction on this thread's reader: every read inside sees one state."""
+        conn = self.reader()
+        if conn.in_transaction:  # already inside a snapshot on this thread
+            yield conn
+            return
+        try:
+            conn.execute("BEGIN")
+            yield conn
+        except sqlite3.Error as e:
+            raise LogError(f"read {self.path}: {e}") from e
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
 
     @property
     def connection(self) -> sqlite3.Connection:
-        """The log's connection, for the projection's reads (hold `lock` while using it)."""
+        """The log's writing connection (hold `lock` while using it)."""
         return self._conn
 
     def close(self) -> None:
-        """Close the connection; the log cannot be used afterwards."""
+        """Close every connection; the log cannot be used afterwards."""
         with self.lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
             self._conn.close()
 
     def __enter__(self) -> EventLog:
@@ -305,11 +407,17 @@ class EventLog:
     def _transaction(self, what: str) -> Iterator[None]:
         """One BEGIN IMMEDIATE ... COMMIT; anything raised rolls it all back."""
         with self.lock:
+            if self.read_only:
+                raise LogError(f"{what}: the log {self.path} was opened read-only")
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
-                hint = " (another writer held the log for over 10 s)" if "locked" in str(e) else ""
-                raise LogError(f"{what} in {self.path}: {e}{hint}") from e
+                if _is_busy(e):
+                    raise LogBusy(
+                        f"{what} in {self.path}: another writer held the log for over "
+                        f"{self.busy_timeout_s:g} s"
+                    ) from e
+                raise LogError(f"{what} in {self.path}: {e}") from e
             try:
                 yield
                 self._conn.execute("COMMIT")
@@ -317,6 +425,8 @@ class EventLog:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 if isinstance(e, sqlite3.Error):
+                    if _is_busy(e):
+                        raise LogBusy(f"{what} in {self.path}: {e}") from e
                     raise LogError(f"{what} in {self.path}: {e}") from e
                 raise
 
@@ -338,6 +448,7 @@ class EventLog:
             ).fetchone()
             if found:
                 raise DuplicateEvent(f"event {event.id} is already in the log at seq {found[0]}")
+            faults.point("log_fails", event.type)
             # Another process may have appended without folding; the projection must see
             # every earlier event before this one.
             self._fold_pending()
@@ -405,20 +516,22 @@ class EventLog:
 
     def catch_up(self) -> int:
         """Apply what other processes appended since; returns the projection's new position."""
-        with self.lock:
-            last = self.last_seq
-            if self._projection is None:
-                return last
-            position = self._projection.position(self._conn)
-            if position > last:
-                raise LogError(
-                    f"{self.path}: the projection is at seq {position} but the log ends at "
-                    f"seq {last}; run `lakehoused replay`"
-                )
-            if position == last:
-                return position
-            with self._transaction("catch up the projection"):
-                self._fold_pending()
+        if self._projection is None:
+            return self.last_seq
+        # One snapshot for both reads: read apart, another writer's append in between made
+        # the projection look ahead of the log.
+        with self.snapshot() as conn:
+            last = _last_seq(conn)
+            position = self._projection.position(conn)
+        if position > last:
+            raise LogError(
+                f"{self.path}: the projection is at seq {position} but the log ends at "
+                f"seq {last}; run `lakehoused replay`"
+            )
+        if position == last or self.read_only:
+            return position
+        with self._transaction("catch up the projection"):
+            self._fold_pending()
             return self._projection.position(self._conn)
 
     def replay(self) -> None:
@@ -477,8 +590,7 @@ class EventLog:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        with self.lock:
-            return [StoredEvent._from_row(r) for r in self._conn.execute(sql, args)]
+        return [StoredEvent._from_row(r) for r in self.reader().execute(sql, args)]
 
     def last(self, type: str | None = None, dataset: str | None = None) -> StoredEvent | None:
         """The latest event, optionally of one type and/or about one dataset."""
@@ -490,23 +602,22 @@ class EventLog:
         if dataset is not None:
             sql += " AND dataset = ?"
             args.append(dataset)
-        with self.lock:
-            row = self._conn.execute(sql + " ORDER BY seq DESC LIMIT 1", args).fetchone()
+        row = self.reader().execute(sql + " ORDER BY seq DESC LIMIT 1", args).fetchone()
         return StoredEvent._from_row(row) if row else None
 
     def find(self, event_id: str) -> StoredEvent | None:
         """The event with this id, if the log holds it (what a retried append collided with)."""
-        with self.lock:
-            row = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,)
-            ).fetchone()
+        row = (
+            self.reader()
+            .execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,))
+            .fetchone()
+        )
         return StoredEvent._from_row(row) if row else None
 
     @property
     def last_seq(self) -> int:
         """The seq of the last event in the log (0 when empty)."""
-        with self.lock:
-            return self._conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        return _last_seq(self.reader())
 
     def export(self, fh: TextIO) -> int:
         """Write the log as JSON Lines, one StoredEvent.to_json per line; returns the count.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -52,6 +51,9 @@ class Backend(Protocol):
 
     def status(self) -> dict:
         """The ingest backlog for /status."""
+
+    def health_report(self) -> tuple[int, dict]:
+        """The /health status code and body."""
 
     async def wait_for_seq(self, seq: int, timeout_s: float) -> bool:
         """Wait until the views show `seq`; False on timeout."""
@@ -271,17 +273,13 @@ async def handle_events(request: web.Request) -> web.Response:
 
 
 async def handle_health(request: web.Request) -> web.Response:
-    """GET /health: 200 when serving, 503 until the catalog is loaded."""
+    """GET /health: 200 when serving (ok or degraded), 503 while loading or when broken."""
     backend = request.app[BACKEND]
     if not backend.ready:
         return _error(503, "not_ready", "the catalog is still loading")
-    body = {
-        "status": "ok",
-        "catalog_seq": backend.engine.catalog_seq,
-        "version": __version__,
-        "uptime_s": round(time.monotonic() - request.app[_STARTED], 3),
-    }
-    return web.json_response(body)
+    status, body = backend.health_report()
+    body["version"] = __version__
+    return web.json_response(body, status=status)
 
 
 async def handle_status(request: web.Request) -> web.Response:
@@ -295,9 +293,6 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-_STARTED = web.AppKey("started", float)
-
-
 def make_app(backend: Backend, settings: ServerConfig) -> web.Application:
     """The aiohttp application over a backend (the daemon, or a test's own)."""
     # The token check only where there is a token: each middleware costs every request.
@@ -305,7 +300,6 @@ def make_app(backend: Backend, settings: ServerConfig) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[BACKEND] = backend
     app[SETTINGS] = settings
-    app[_STARTED] = time.monotonic()
     app[POOL] = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="query")
 
     async def pool_lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 
 
 def notify(message: str) -> bool:
@@ -24,11 +25,15 @@ def notify(message: str) -> bool:
     return True
 
 
-async def keep_alive() -> None:
-    """Send WATCHDOG=1 at half the interval systemd asks for (WatchdogSec=), while healthy."""
+async def keep_alive(healthy: Callable[[], bool]) -> None:
+    """Send WATCHDOG=1 at half the interval systemd asks for (WatchdogSec=), while healthy.
+
+    A broken daemon stops sending, so systemd restarts it; so does a stuck event loop.
+    """
     usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
     if usec <= 0:
         return
     while True:
-        notify("WATCHDOG=1")
+        if healthy():
+            notify("WATCHDOG=1")
         await asyncio.sleep(usec / 2_000_000)

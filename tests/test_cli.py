@@ -184,6 +184,19 @@ def test_bad_config_names_the_key(tmp_path, capsys):
 
 def test_entry_point_and_environment_variable(cli, tmp_path):
     env = {**os.environ, "LAKEHOUSED_CONFIG": str(cli.config)}
+    # Nothing ingested yet: a read-only command says so and creates nothing.
+    out = subprocess.run(
+        [sys.executable, "-m", "lakehoused", "datasets", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 1 and "check state.path" in out.stderr
+    assert not (cli.config.parent / "var" / "state" / "lakehoused.db").exists()
+    subprocess.run(
+        [sys.executable, "-m", "lakehoused", "replay"], env=env, cwd=tmp_path, check=True
+    )
     out = subprocess.run(
         [sys.executable, "-m", "lakehoused", "datasets", "--json"],
         capture_output=True,

@@ -221,7 +221,7 @@ def test_a_converter_that_dies_rejects_only_its_file(make_daemon, tmp_path):
 
 
 def test_a_file_replaced_while_the_last_one_is_archived_is_not_lost(make_daemon, tmp_path):
-    daemon = make_daemon(env={"LAKEHOUSED_FAULT": "slow_archive:w.csv"})
+    daemon = make_daemon(env={"LAKEHOUSED_FAULT": "pause_archive:w.csv"})
     os.rename(staged(tmp_path, "w1.csv", rows(3)), daemon.inbox / "w.csv")
     daemon.wait_for(lambda: dataset_rows(daemon, "w") == 3, what="first version")
     # The first is registered but not archived yet: the second takes its name.
@@ -281,7 +281,7 @@ def test_sigkill_at_each_step_loses_and_duplicates_nothing(make_daemon, tmp_path
     assert verify.returncode == 0, verify.stderr
     objects = list((again.config.parent / "var" / "objects" / "datasets").rglob("*.parquet"))
     assert [p.name for p in objects] == [registered[0]["data"]["object"]["sha256"] + ".parquet"]
-    assert list((again.config.parent / "var" / "objects" / ".tmp").iterdir()) == []
+    assert list((again.config.parent / "var" / "state" / "staging").iterdir()) == []
 
 
 def test_sigterm_stops_cleanly(make_daemon):

@@ -6,8 +6,10 @@ import sqlite3
 
 import pytest
 
+from lakehoused import operations
 from lakehoused.config import load_config
 from lakehoused.lakehouse import Lakehouse
+from lakehoused.store import OBJECTS_PREFIX
 
 
 @pytest.fixture
@@ -106,7 +108,7 @@ def test_older_file_again_is_a_new_version_reusing_its_object(lakehouse):
     assert back.status == "registered"
     assert back.event.data["version"] == 3
     assert back.event.data["object"]["key"] == old.event.data["object"]["key"]
-    assert len(list(lh.store.object_keys())) == 2
+    assert len(list(lh.store.keys(OBJECTS_PREFIX))) == 2
 
 
 def test_schema_change_is_rejected_by_default_and_explains_itself(lakehouse):
@@ -146,8 +148,8 @@ def test_rejections_record_actionable_reasons_and_leave_nothing(lakehouse):
     assert out.reason.startswith("line 3: expected 2 fields, got 3")
     assert out.event.data["details"] == {"line": 3}
     assert out.event.data["source"]["sha256"]
-    assert list(lh.store.object_keys()) == []
-    assert list(lh.store.temp_dir.iterdir()) == []  # no partial Parquet anywhere
+    assert list(lh.store.keys(OBJECTS_PREFIX)) == []
+    assert list(lh.staging.root.iterdir()) == []  # no staged copy, no partial Parquet
     assert lh.catalog.dataset("bad") is None
 
 
@@ -169,18 +171,18 @@ def test_verify_passes_then_catches_a_tampered_event_and_object(lakehouse):
     lh = lakehouse()
     lh.ingest_file(inbox_file(lh, "w.csv", "n\n1\n"))
     lh.ingest_file(inbox_file(lh, "w.csv", "n\n2\n"))
-    assert lh.verify() == []
+    assert operations.verify(lh) == []
     key = lh.catalog.dataset("w").parts[0].object_key
-    lh.store.local_path(key).write_bytes(b"not the same bytes")
-    assert any(key in p and "sha256" in p for p in lh.verify())
+    lh.store.path(key).write_bytes(b"not the same bytes")
+    assert any(key in p and "sha256" in p for p in operations.verify(lh))
 
 
 def test_verify_catches_a_missing_object(lakehouse):
     lh = lakehouse()
     lh.ingest_file(inbox_file(lh, "w.csv", "n\n1\n"))
     key = lh.catalog.dataset("w").parts[0].object_key
-    lh.store.local_path(key).unlink()
-    assert lh.verify() == [f"object {key} is missing"]
+    lh.store.path(key).unlink()
+    assert operations.verify(lh) == [f"object {key} is missing from {lh.store.url}"]
 
 
 def test_verify_catches_an_event_edited_behind_the_triggers(lakehouse):
@@ -191,26 +193,29 @@ def test_verify_catches_an_event_edited_behind_the_triggers(lakehouse):
     raw.execute("UPDATE events SET data = json_set(data, '$.object.rows', 99) WHERE seq = 1")
     raw.commit()
     raw.close()
-    assert any(p.startswith("seq 1") for p in lh.verify())
+    assert any(p.startswith("seq 1") for p in operations.verify(lh))
 
 
-def test_gc_removes_only_unreferenced_old_objects_and_stale_temps(lakehouse):
+def test_gc_removes_only_unreferenced_old_objects_and_stale_workspaces(lakehouse):
     lh = lakehouse()
     lh.ingest_file(inbox_file(lh, "w.csv", "n\n1\n"))
-    orphan = lh.store.local_path("datasets/w/" + "0" * 64 + ".parquet")
+    orphan = lh.store.path("datasets/w/" + "0" * 64 + ".parquet")
     orphan.write_bytes(b"left by a crash between put and append")
-    stale = lh.store.temp_dir / "dead.parquet.tmp"
-    stale.write_bytes(b"x")
-    assert lh.gc(grace_s=3600).objects == []  # too young
-    live = lh.store.new_temp()  # an ingest in flight: gc must not race it
-    report = lh.gc(grace_s=0)
+    stale = lh.staging.root / "dead"
+    stale.mkdir()
+    (stale / "lock").write_bytes(b"")
+    assert operations.gc(lh, grace_s=3600).objects == []  # too young
+    live = lh.staging.workspace()  # an ingest in flight: gc must not race it
+    dry = operations.gc(lh, grace_s=0, dry_run=True)
+    assert dry.workspaces == ["dead"] and stale.exists()  # a dry run deletes nothing at all
+    report = operations.gc(lh, grace_s=0)
     assert (report.objects, report.skipped_in_flight) == ([], 1)
-    assert report.temps == ["dead.parquet.tmp"]  # the crashed one, not the live one
-    assert live.path.exists()
-    live.release()
-    report = lh.gc(grace_s=0)
+    assert report.workspaces == ["dead"]  # the crashed one, not the live one
+    assert live.path.exists() and not stale.exists()
+    live.close()
+    report = operations.gc(lh, grace_s=0)
     assert report.objects == ["datasets/w/" + "0" * 64 + ".parquet"]
-    assert lh.verify() == []
+    assert operations.verify(lh) == []
 
 
 def test_two_writers_keep_versions_gapless(lakehouse, make_config):
@@ -224,4 +229,4 @@ def test_two_writers_keep_versions_gapless(lakehouse, make_config):
         assert out.event.data["version"] == 3
     finally:
         other.close()
-    assert lh.verify() == []
+    assert operations.verify(lh) == []

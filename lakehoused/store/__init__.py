@@ -1,51 +1,34 @@
-"""Object stores: immutable, content-addressed Parquet objects behind one small protocol."""
+"""Object stores: immutable, content-addressed Parquet objects behind one small protocol.
+
+The protocol (base.py) speaks only of keys and finished files: no temp files, locks or
+local paths (those belong to ingest). `open_store` picks the backend from the config's path
+or URL. The query engine reads objects through an `ObjectCache` (cache.py).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Protocol
-
-from lakehoused.store.local import LocalObjectStore, TempObject
-
-
-def object_key(dataset: str, sha256: str) -> str:
-    """The content address of an object: `datasets/<name>/<sha256>.parquet`."""
-    return f"datasets/{dataset}/{sha256}.parquet"
-
-
-class ObjectStore(Protocol):
-    """Where objects live. A key, once written, always holds the same bytes."""
-
-    def new_temp(self) -> TempObject:
-        """A locked temporary file on local disk for a conversion to write into."""
-
-    def put(self, key: str, temp: TempObject) -> bool:
-        """Put a finished temp file under `key`; False when the key already existed (reused)."""
-
-    def ingests_in_flight(self) -> int:
-        """How many conversions are writing or committing right now (gc waits for them)."""
-
-    def exists(self, key: str) -> bool:
-        """Whether `key` holds an object."""
-
-    def local_path(self, key: str) -> Path:
-        """A local file the query engine can read for `key`."""
-
-    def sha256(self, key: str) -> str:
-        """The sha256 of the bytes stored under `key` (verify uses it)."""
-
-    def object_keys(self) -> Iterator[str]:
-        """Every object key in the store."""
-
-    def age_s(self, key: str) -> float:
-        """Seconds since the object was written (gc's grace period)."""
-
-    def delete(self, key: str) -> None:
-        """Remove an object (only gc does, and only unreferenced ones)."""
-
-    def remove_stale_temps(self, grace_s: float) -> list[str]:
-        """Remove temp files no live ingest holds and older than `grace_s`; return their names."""
+from lakehoused.config import StoreConfig
+from lakehoused.store.base import (
+    OBJECTS_PREFIX,
+    ObjectInfo,
+    ObjectStore,
+    object_key,
+    object_sha256,
+)
+from lakehoused.store.local import LocalObjectStore
 
 
-__all__ = ["LocalObjectStore", "ObjectStore", "TempObject", "object_key"]
+def open_store(config: StoreConfig, *, read_only: bool = False) -> ObjectStore:
+    """The store the config names: a local directory (`path`)."""
+    return LocalObjectStore(config.path, create=not read_only)
+
+
+__all__ = [
+    "OBJECTS_PREFIX",
+    "LocalObjectStore",
+    "ObjectInfo",
+    "ObjectStore",
+    "object_key",
+    "object_sha256",
+    "open_store",
+]

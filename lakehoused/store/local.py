@@ -1,37 +1,29 @@
 """The local object store: a directory of content-addressed Parquet files.
 
-Objects are written atomically (temp file, fsync, rename, fsync the directory) and never
-overwritten. Temp files live in `<root>/.tmp/`; each is locked (flock) by the ingest that
-writes it, so a cleanup can tell a live conversion from one a crash left behind.
+An object appears under its key in one step (a hard link, or a copy written beside it and
+then linked), is made durable (fsync the file and its directory), and is never overwritten.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
+import errno
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-from lakehoused.errors import StoreError
+from lakehoused.errors import StoreError, StoreUnavailable
+from lakehoused.store.base import OBJECTS_PREFIX, ObjectInfo
 
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in chunks (bounded memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+# A copy from another filesystem is written here first; one older than this is a crash's.
+_STALE_COPY_S = 3600
 
 
 def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink in `path` durable."""
+    """Make a rename, link or unlink in `path` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -39,141 +31,105 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class TempObject:
-    """A temporary file that an ingest holds a lock on until the object is put or abandoned."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def finish(self) -> tuple[str, int]:
-        """fsync what a writer put in the file; return its (sha256, size)."""
-        if self._fd is None:
-            raise StoreError(f"temp file {self.path.name} was already released")
-        os.fsync(self._fd)
-        return file_sha256(self.path), self.path.stat().st_size
-
-    def release(self) -> None:
-        """Drop the lock and remove the file if it is still there (an abandoned conversion)."""
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self.close()
-
-    def close(self) -> None:
-        """Drop the lock, keeping whatever is at the path."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> TempObject:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 class LocalObjectStore:
     """Objects under a local directory, at `<root>/<key>`."""
 
-    def __init__(self, root: Path, *, temp_grace_s: float = 0.0) -> None:
+    def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = Path(root)
-        self.temp_dir = self.root / ".tmp"
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
-        # A crash between convert and put leaves a temp file; nobody holds its lock any more.
-        self.remove_stale_temps(temp_grace_s)
+        self.url = self.root.as_uri()
+        self._copies = self.root / ".tmp"
+        if not create:
+            return  # read-only use: nothing is made or cleaned up
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreUnavailable(f"object store {self.root}: {e.strerror or e}") from e
+        self._remove_stale_copies()
 
-    def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents or not key.startswith("datasets/"):
+    def path(self, key: str) -> Path:
+        """The file holding `key` (the local object cache reads it in place)."""
+        if not key.startswith(OBJECTS_PREFIX) or ".." in key.split("/") or "\\" in key:
             raise StoreError(f"object key {key!r} is outside the store")
-        return path
+        return self.root / key
 
-    def new_temp(self) -> TempObject:
-        """A locked temp file beside the objects (same filesystem, so the put is a rename)."""
-        return TempObject(self.temp_dir / f"{uuid.uuid4().hex}.parquet.tmp")
-
-    def put(self, key: str, temp: TempObject) -> bool:
-        """Link the finished temp file under `key`; an existing key is kept as it is.
-
-        The temp file stays (locked) until the caller releases it after the event is
-        appended, so gc can see that an ingest is in flight and leave its object alone.
-        """
-        target = self._path(key)
+    def put(self, key: str, file: Path) -> bool:
+        """Link (or copy, across filesystems) a finished file under `key`, unless it exists."""
+        target = self.path(key)
         if target.exists():
             return False
-        if not target.parent.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fsync_dir(target.parent.parent)
-        # link() fails if the key appeared meanwhile: an object is never overwritten.
         try:
-            os.link(temp.path, target)
+            if not target.parent.is_dir():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fsync_dir(target.parent.parent)
+            try:
+                os.link(file, target)  # fails if the key appeared meanwhile: never overwritten
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                    raise
+                self._copy_in(file, target)
+            fsync_dir(target.parent)
         except FileExistsError:
             return False
-        fsync_dir(target.parent)
+        except OSError as e:
+            raise StoreUnavailable(f"put {key} into {self.root}: {e.strerror or e}") from e
         return True
 
-    def ingests_in_flight(self) -> int:
-        """How many temp files a live ingest holds locked right now."""
-        return sum(1 for path in self.temp_dir.glob("*.tmp") if _is_locked(path))
+    def _copy_in(self, file: Path, target: Path) -> None:
+        """A copy written and fsynced beside the objects, then linked: never half-visible."""
+        self._copies.mkdir(exist_ok=True)
+        temp = self._copies / f"{uuid.uuid4().hex}.copy"
+        try:
+            with open(file, "rb") as src, open(temp, "xb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.link(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def open(self, key: str) -> BinaryIO:
+        """The object's bytes."""
+        try:
+            return open(self.path(key), "rb")
+        except FileNotFoundError as e:
+            raise StoreError(f"object {key} is missing from {self.root}") from e
+        except OSError as e:
+            raise StoreUnavailable(f"read {key} from {self.root}: {e.strerror or e}") from e
 
     def exists(self, key: str) -> bool:
         """Whether `key` holds an object."""
-        return self._path(key).is_file()
+        return self.path(key).is_file()
 
-    def local_path(self, key: str) -> Path:
-        """The object's file (DuckDB reads it directly)."""
-        return self._path(key)
+    def keys(self, prefix: str = OBJECTS_PREFIX) -> Iterator[str]:
+        """Every object key under `prefix`, sorted."""
+        base = self.root / OBJECTS_PREFIX
+        found = []
+        for dirpath, _, filenames in os.walk(base):
+            here = Path(dirpath).relative_to(self.root).as_posix()
+            found += [f"{here}/{name}" for name in filenames if not name.startswith(".")]
+        yield from sorted(k for k in found if k.startswith(prefix))
 
-    def sha256(self, key: str) -> str:
-        """sha256 of the stored bytes."""
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size and write time, None when missing."""
         try:
-            return file_sha256(self._path(key))
-        except FileNotFoundError as e:
-            raise StoreError(f"object {key} is missing from {self.root}") from e
-
-    def object_keys(self) -> Iterator[str]:
-        """Every object key, in a stable order."""
-        base = self.root / "datasets"
-        if not base.is_dir():
-            return
-        for path in sorted(base.glob("*/*.parquet")):
-            yield path.relative_to(self.root).as_posix()
-
-    def age_s(self, key: str) -> float:
-        """Seconds since the object was written."""
-        return time.time() - self._path(key).stat().st_mtime
+            st = self.path(key).stat()
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, st.st_size, st.st_mtime)
 
     def delete(self, key: str) -> None:
         """Remove an object and make the removal durable."""
-        path = self._path(key)
+        path = self.path(key)
         path.unlink(missing_ok=True)
-        fsync_dir(path.parent)
+        if path.parent.is_dir():
+            fsync_dir(path.parent)
 
-    def remove_stale_temps(self, grace_s: float) -> list[str]:
-        """Remove temp files whose lock is free (their ingest is gone) and older than grace_s."""
-        removed = []
-        for path in sorted(self.temp_dir.glob("*.tmp")):
+    def _remove_stale_copies(self) -> None:
+        if not self._copies.is_dir():
+            return
+        for path in self._copies.iterdir():
             try:
-                age = time.time() - path.stat().st_mtime
+                if time.time() - path.stat().st_mtime > _STALE_COPY_S:
+                    path.unlink(missing_ok=True)
             except FileNotFoundError:
                 continue
-            if age >= grace_s and not _is_locked(path):
-                path.unlink(missing_ok=True)
-                removed.append(path.name)
-        return removed
-
-
-def _is_locked(path: Path) -> bool:
-    """Whether some process (a live ingest) holds the file's lock."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False

@@ -44,10 +44,12 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from lakehoused.errors import ConfigError
+from lakehoused import faults
+from lakehoused.errors import ConfigError, InboxUnavailable
+from lakehoused.inbox.base import SETTLING, WRITING, Pending
 from lakehoused.names import is_ignored
-from lakehoused.watch import SETTLING, WRITING, Pending
 
+_CHECK_S = 1.0  # how often the inbox and the notification thread are checked
 _HANDED = "handed"  # handed over to on_ready; kept so an unchanged file is not handed twice
 
 Signature = tuple[int, int]
@@ -68,7 +70,8 @@ class _Entry:
 
 
 class InboxWatcher:
-    """Watch a local inbox directory and call ``on_ready(relpath)`` once per complete file.
+    """Watch a local inbox directory; call ``on_ready(relpath, since, signature)`` once per
+    complete file.
 
     ``on_ready`` runs on the watcher's thread and must be quick (the daemon enqueues).
     Ignored paths (``names.is_ignored``) and directories never reach it; files with an
@@ -82,7 +85,7 @@ class InboxWatcher:
         *,
         settle_ms: int,
         rescan_s: float,
-        on_ready: Callable[[PurePosixPath], None],
+        on_ready: Callable[[PurePosixPath, float, Signature], None],
         use_notifications: bool = True,
     ) -> None:
         # Absolute, not resolved: watchdog reports paths under the string it was given.
@@ -149,17 +152,30 @@ class InboxWatcher:
 
     def _run(self) -> None:
         next_scan = time.monotonic() + self.rescan_s
+        next_check = time.monotonic() + _CHECK_S
         try:
             while not self._stopping.wait(self._poll_interval):
+                faults.point("watcher_dies")
                 self.poll()
-                if self.rescan_s > 0 and time.monotonic() >= next_scan:
+                now = time.monotonic()
+                if self.rescan_s > 0 and now >= next_scan:
                     self.scan()
                     next_scan = time.monotonic() + self.rescan_s
+                elif now >= next_check:
+                    self._check_alive()
+                    next_check = now + _CHECK_S
         except BaseException as e:
             # Kept for the daemon's health check, and re-raised so threading reports it:
             # a watcher that stopped silently would look like an empty inbox.
             self.error = e
             raise
+
+    def _check_alive(self) -> None:
+        """Fail loudly when the inbox or the notification thread is gone."""
+        if not self.root.is_dir():
+            raise InboxUnavailable(f"the inbox {self.root} is gone or is not a directory")
+        if self._observer is not None and not self._observer.is_alive():
+            raise InboxUnavailable(f"the notification thread watching {self.root} stopped")
 
     # -- the steps ---------------------------------------------------------------------
 
@@ -170,6 +186,9 @@ class InboxWatcher:
         ``folder`` limits the scan to one sub-folder (a folder moved into the inbox).
         """
         started = time.monotonic()
+        if not self.root.is_dir():
+            # os.walk would find nothing, and a vanished inbox would look like an empty one.
+            raise InboxUnavailable(f"the inbox {self.root} is gone or is not a directory")
         found = list(self._walk(folder))
         new = 0
         with self._lock:
@@ -188,7 +207,7 @@ class InboxWatcher:
     def poll(self) -> list[PurePosixPath]:
         """Hand over every candidate whose size and mtime held still for settle_ms; return them."""
         now = time.monotonic()
-        ready: list[tuple[float, PurePosixPath]] = []
+        ready: list[tuple[float, PurePosixPath, Signature]] = []
         with self._lock:
             for relpath, entry in list(self._entries.items()):
                 if entry.state != SETTLING:
@@ -204,20 +223,21 @@ class InboxWatcher:
                     # (a writer that changed nothing) is not a new file.
                     if signature != entry.handed:
                         entry.handed, entry.handed_at = signature, now
-                        ready.append((entry.since, relpath))
+                        ready.append((entry.since, relpath, signature))
         # Arrival order, since files of one dataset are ingested in that order. Called
         # outside the lock so on_ready may call back into the watcher.
-        handed = [relpath for _, relpath in sorted(ready)]
-        for relpath in handed:
-            self.on_ready(relpath)
-        return handed
+        ready.sort()
+        for since, relpath, signature in ready:
+            self.on_ready(relpath, since, signature)
+        return [relpath for _, relpath, _ in ready]
 
-    def forget(self, relpath: PurePosixPath) -> None:
+    def forget(self, relpath: PurePosixPath, handed: Signature | None = None) -> None:
         """The daemon is done with ``relpath`` (archived, rejected, deleted).
 
         A file found at that path later is handed over again, even with the same size and
         mtime: it is a new drop. With ``after_ingest = "keep"`` do not call this, or every
-        rescan hands the kept file over again.
+        rescan hands the kept file over again. ``handed`` is the signature the daemon was
+        handed: a newer handover of the same path (a file renamed over it) is kept.
         """
         relpath = PurePosixPath(relpath)
         with self._lock:
@@ -225,7 +245,8 @@ class InboxWatcher:
             if entry is None:
                 return
             if entry.state == _HANDED:
-                del self._entries[relpath]
+                if handed is None or entry.handed == handed:
+                    del self._entries[relpath]
             else:
                 entry.handed = None  # changed since the handover: keep it pending
 

@@ -11,8 +11,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from lakehoused.inbox.base import SETTLING, WRITING
+from lakehoused.inbox.watcher import InboxWatcher
 from lakehoused.names import APPEND, REPLACE, accepted_suffix, locate
-from lakehoused.watch import SETTLING, WRITING, InboxWatcher
 
 SETTLE_MS = 100
 QUIET_S = 3 * SETTLE_MS / 1000  # long enough that a wrong second handover would have happened
@@ -50,7 +51,7 @@ def make_inbox(tmp_path: Path) -> Iterator[Callable[..., Inbox]]:
         outside.mkdir(exist_ok=True)
         handed: list[tuple[PurePosixPath, int]] = []
 
-        def on_ready(relpath: PurePosixPath) -> None:
+        def on_ready(relpath: PurePosixPath, since: float, seen: tuple) -> None:
             # The size at handover: a half-written file would show a short one.
             handed.append((relpath, (root / relpath).stat().st_size))
 

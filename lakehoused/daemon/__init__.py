@@ -1,0 +1,244 @@
+"""The daemon: the inbox, converter processes, the query views and the HTTP server in one
+process, and the one writer of the event log (DESIGN §7).
+
+On start: open the log, catch the projection up, build the views, start the converters,
+look at the inbox and watch it, serve, and tell systemd READY=1. The parts, each in its
+own module: converters.py (processes that turn CSV into Parquet), scheduler.py (lanes per
+dataset, retries), files.py (the steps of one file), views.py (the query views and the
+log lines), health.py (what /health and the watchdog say).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from lakehoused import systemd
+from lakehoused.config import Config
+from lakehoused.daemon.converters import ConverterPool
+from lakehoused.daemon.files import FileIngest
+from lakehoused.daemon.health import BROKEN, Health, rfc3339
+from lakehoused.daemon.scheduler import IN_FLIGHT, Scheduler, Ticket
+from lakehoused.daemon.views import Views
+from lakehoused.inbox import SourceFile, open_inbox
+from lakehoused.ingest.pipeline import Outcome
+from lakehoused.lakehouse import Lakehouse
+from lakehoused.server import BACKEND, make_app
+
+log = logging.getLogger("lakehoused")
+
+CONVERTERS = 2  # the machine's cores: one conversion each, the server shares them
+PARALLEL = CONVERTERS + 2  # files in flight: some stage or wait for views while others convert
+STOP_WAIT_S = 20  # how long SIGTERM lets the ingests in flight finish
+_HEALTH_CHECK_S = 0.5
+
+
+class Daemon:
+    """Everything `lakehoused run` runs, owned by the aiohttp app's lifecycle."""
+
+    def __init__(self, config: Config, *, busy_timeout_s: float = 10.0) -> None:
+        self.config = config
+        self.health = Health()
+        self.lakehouse = Lakehouse(config, busy_timeout_s=busy_timeout_s)
+        self.catalog = self.lakehouse.catalog
+        self.log = self.lakehouse.log
+        # A crash left these behind; their locks died with their process.
+        self.lakehouse.staging.remove_stale()
+        self.engine = self.lakehouse.open_engine()
+        self.views = Views(self.lakehouse, self.engine, self.health)
+        self.inbox = open_inbox(config.inbox)
+        self.converters = ConverterPool(config, CONVERTERS)
+        self.scheduler = Scheduler(
+            FileIngest(
+                self.lakehouse,
+                self.inbox,
+                self.converters,
+                self.views,
+                config.inbox.after_ingest,
+            ),
+            parallel=PARALLEL,
+            health=self.health,
+            on_done=self._done,
+        )
+        self.ready = False
+        self.started = time.time()
+        self.last_ingested: dict | None = None
+        self.last_error: dict | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the converters, follow the log, then look at the inbox and watch it."""
+        self._loop = asyncio.get_running_loop()
+        self.views.bind(self._loop)
+        self.converters.start()
+        self._spawn(self.views.follow())
+        self._spawn(self._watch_health())
+        await asyncio.to_thread(self.inbox.start, self._on_ready)
+        self.ready = True
+        log.info(
+            "ready: inbox %s, store %s, catalog at seq %d",
+            self.inbox.url,
+            self.lakehouse.store.url,
+            self.engine.catalog_seq,
+        )
+
+    async def stop(self) -> None:
+        """Stop taking files, let ingests in flight finish (bounded), then stop everything."""
+        log.info("stopping: no new files; waiting up to %d s for ingests in flight", STOP_WAIT_S)
+        await asyncio.to_thread(self.inbox.stop)
+        await self.scheduler.drain(STOP_WAIT_S)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.to_thread(self.converters.shutdown)
+        self.engine.close()
+        self.lakehouse.close()
+        log.info("stopped")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_ready(self, source: SourceFile) -> None:
+        """Called from the inbox's thread: hand the file to the event loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.scheduler.offer, source)
+
+    def _done(self, ticket: Ticket, outcome: Outcome | None) -> None:
+        if self.config.inbox.after_ingest != "keep" or outcome is None:
+            self.inbox.forget(ticket.source)  # a kept file is handed over again only if changed
+        if outcome is None:
+            return
+        summary = {
+            "file": outcome.name,
+            "status": outcome.status,
+            "dataset": outcome.dataset,
+            "seq": outcome.seq,
+            "reason": outcome.reason,
+            "at": outcome.event.at,
+        }
+        if outcome.status == "rejected":
+            self.last_error = summary
+        else:
+            self.last_ingested = summary
+
+    async def _watch_health(self) -> None:
+        """Turn a dead inbox watcher into a broken daemon: never only a log line."""
+        while True:
+            await asyncio.sleep(_HEALTH_CHECK_S)
+            error = self.inbox.error
+            if error is not None:
+                self.health.broken("inbox", f"the inbox watcher stopped: {error}")
+
+    async def wait_for_seq(self, seq: int, timeout_s: float) -> bool:
+        """Wait until the views show `seq` (read-your-writes); False on timeout."""
+        return await self.views.wait_for(seq, timeout_s)
+
+    # -- what the API shows ----------------------------------------------------------------
+
+    def health_report(self) -> tuple[int, dict]:
+        """The /health answer: 200 when serving (ok or degraded), 503 when broken."""
+        state = self.health.state
+        body = {
+            "status": state,
+            "catalog_seq": self.engine.catalog_seq,
+            "uptime_s": round(time.time() - self.started, 3),
+            "problems": [p.to_json() for p in self.health.problems()],
+        }
+        return (503 if state == BROKEN else 200), body
+
+    def status(self) -> dict:
+        """The backlog, like Snowpipe's pipe status: every file seen and not yet ended."""
+        waiting = self.inbox.pending()
+        tickets = self.scheduler.tickets()
+        counts = {"waiting": len(waiting), "queued": 0, "in_flight": 0, "retrying": 0}
+        for ticket in tickets:
+            counts[ticket.state] += 1
+        oldest = min([p.since for p in waiting] + [t.source.since for t in tickets], default=None)
+        return {
+            "health": self.health.state,
+            "accepting": self.scheduler.accepting,
+            "files_pending": sum(counts.values()),
+            "counts": counts,
+            "oldest_pending_s": None if oldest is None else round(time.time() - oldest, 3),
+            "pending": [
+                {"file": p.relpath.as_posix(), "state": p.state, "since": rfc3339(p.since)}
+                for p in waiting
+            ]
+            + [t.to_json() for t in tickets if t.state != IN_FLIGHT],
+            "in_flight": [self._flight(t) for t in tickets if t.state == IN_FLIGHT],
+            "last_ingested": self.last_ingested,
+            "last_error": self.last_error,
+            "problems": [p.to_json() for p in self.health.problems()],
+        }
+
+    def _flight(self, ticket: Ticket) -> dict:
+        name = ticket.source.name.as_posix()
+        body = ticket.to_json()
+        size = ticket.source.seen[0] if ticket.source.seen else None
+        fraction = self.converters.progress.get(name, 0.0)
+        body["started_at"] = rfc3339(ticket.started or time.time())
+        if size is not None:
+            body["bytes_total"] = size
+            body["bytes_done"] = int(size * fraction)
+        return body
+
+
+# -- running it ---------------------------------------------------------------------------------
+
+
+def build_app(config: Config, **options: Any) -> web.Application:
+    """The aiohttp application with the daemon's whole lifecycle in its cleanup context."""
+    daemon = Daemon(config, **options)
+    app = make_app(daemon, config.server)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await daemon.start()
+        yield
+        await daemon.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def run(config: Config) -> int:
+    """`lakehoused run`: serve until SIGTERM/SIGINT, then stop cleanly and return 0."""
+    app = build_app(config)
+    server = config.server
+    daemon: Daemon = app[BACKEND]  # type: ignore[assignment]
+
+    async def main() -> None:
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, server.host, server.port, reuse_address=True)
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        for sock in site._server.sockets if site._server else ():  # type: ignore[attr-defined]
+            host, port = sock.getsockname()[:2]
+            log.info("serving on http://%s:%s", host, port)
+            print(f"lakehoused: serving on http://{host}:{port}", flush=True)
+        systemd.notify("READY=1")
+        watchdog = asyncio.ensure_future(systemd.keep_alive(lambda: daemon.health.state != BROKEN))
+        await stop.wait()
+        systemd.notify("STOPPING=1")
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+        await runner.cleanup()
+
+    log.info("starting lakehoused on %s", config.path)
+    asyncio.run(main())
+    return 0

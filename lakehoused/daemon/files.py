@@ -1,0 +1,92 @@
+"""One file from the inbox, all the way: DESIGN §5 steps 0-6, run in a worker thread.
+
+0. stage the source into the ingest's workspace (everything after reads only that copy)
+1-3. convert, put, append (ingest/pipeline.py; conversion in a converter process)
+4. refresh the views (shared with every other file waiting for one)
+5. archive, delete or keep the source -- or quarantine it with its error -- only if it is
+   still the file that was staged
+6. remove the workspace
+"""
+
+from __future__ import annotations
+
+import logging
+
+from lakehoused import faults
+from lakehoused.daemon.converters import ConverterPool
+from lakehoused.daemon.views import Views
+from lakehoused.errors import SourceGone
+from lakehoused.inbox import Inbox, SourceFile, StagedSource
+from lakehoused.ingest.pipeline import Outcome
+from lakehoused.lakehouse import Lakehouse
+
+log = logging.getLogger("lakehoused")
+
+
+class FileIngest:
+    """Ingests one source file of an inbox; callable from any thread."""
+
+    def __init__(
+        self,
+        lakehouse: Lakehouse,
+        inbox: Inbox,
+        converters: ConverterPool,
+        views: Views,
+        after_ingest: str,
+    ) -> None:
+        self.lakehouse = lakehouse
+        self.inbox = inbox
+        self.converters = converters
+        self.views = views
+        self.after_ingest = after_ingest
+
+    def __call__(self, source: SourceFile) -> Outcome | None:
+        """What became of the file; None when it was gone before it could be staged.
+
+        Raises what is not the file's fault: a Transient (retry it later) or a LogError (the
+        log cannot be written), leaving the file where it is.
+        """
+        name = source.name.as_posix()
+        with self.lakehouse.staging.workspace() as workspace:
+            try:
+                faults.point("pause_stage", name)
+                staged = self.inbox.stage(source, workspace.source_path(source.name.name))
+            except SourceGone:
+                return None  # removed (or renamed away) before we got to it
+            faults.point("crash_after_stage", name)
+            outcome = self.lakehouse.ingestor.ingest(staged, workspace, self.converters.convert)
+            self.views.reach(outcome.seq)
+            faults.point("crash_after_refresh", name)
+            faults.point("pause_archive", name)
+            self._settle(staged, outcome)
+        return outcome
+
+    def _settle(self, staged: StagedSource, outcome: Outcome) -> None:
+        """Step 5: what becomes of the source in the inbox, now that the event is in."""
+        if outcome.status == "rejected":
+            moved = self.inbox.quarantine(staged, error_document(outcome))
+        elif self.after_ingest == "archive":
+            moved = self.inbox.archive(staged)
+        elif self.after_ingest == "delete":
+            moved = self.inbox.delete(staged)
+        else:
+            return  # keep: handed over again only when it changes
+        if not moved:
+            log.info(
+                "%s was replaced during its ingest; the new file is ingested on its own turn",
+                staged.source.name,
+                extra={"file": staged.source.name.as_posix(), "seq": outcome.seq},
+            )
+
+
+def error_document(outcome: Outcome) -> dict:
+    """The `<file>.error.json` written beside a quarantined source."""
+    data = outcome.event.data
+    return {
+        "file": outcome.name,
+        "dataset": outcome.dataset,
+        "reason": outcome.reason,
+        "details": data.get("details", {}),
+        "seq": outcome.seq,
+        "at": outcome.event.at,
+    }

@@ -1,0 +1,253 @@
+"""The ingest of one staged source, steps 1-3 of DESIGN §5, in the one process that writes.
+
+1. convert the staged copy to a Parquet file in the ingest's workspace (a converter
+   process for the daemon, this process for `lakehoused ingest`), fsync it
+2. put the object under its content address       (crash: an orphan object, `gc` removes it)
+3. append the event + update the projection       (one transaction: both or neither)
+
+Staging (step 0) happened before; refreshing the views, archiving the source and removing
+the workspace (steps 4-6) come after, in the daemon. A converter only reads and writes files
+and returns plain data: the event is built and appended here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from lakehoused import faults, names
+from lakehoused.catalog import Catalog
+from lakehoused.config import Config
+from lakehoused.errors import (
+    DuplicateEvent,
+    RejectedFile,
+    SourceChanged,
+    VersionConflict,
+)
+from lakehoused.events import DatasetRegistered, IngestDuplicate, IngestRejected
+from lakehoused.inbox.base import StagedSource
+from lakehoused.ingest.convert import Conversion, convert
+from lakehoused.ingest.csvfile import CsvFormat
+from lakehoused.ingest.staging import Workspace, file_sha256
+from lakehoused.log import EventLog, StoredEvent
+from lakehoused.schema import Column, fingerprint, schema_to_json
+from lakehoused.store import ObjectStore, object_key
+
+_RETRIES = 5  # another writer moved the dataset on meanwhile: look again, convert again
+
+Progress = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which dataset a source feeds, and how (DESIGN §2)."""
+
+    dataset: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class ConvertJob:
+    """One conversion, as plain data: what crosses to a converter process."""
+
+    source: Path  # the staged copy
+    target: Path  # the Parquet file to write
+    name: str  # the source's name, for messages and fault points
+    fmt: CsvFormat
+    dataset: str
+    hints: dict[str, str] = field(default_factory=dict)
+    existing: list[Column] | None = None
+    on_schema_change: str = "reject"
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What a conversion returns: the Parquet file's columns and rows, and its hash."""
+
+    conversion: Conversion
+    sha256: str
+    bytes: int
+
+
+def run_job(job: ConvertJob, progress: Progress | None = None) -> Converted:
+    """Convert, fsync and hash: the whole of step 1, wherever it runs."""
+    conversion = convert(
+        job.source,
+        job.target,
+        job.fmt,
+        dataset=job.dataset,
+        hints=job.hints,
+        existing=job.existing,
+        on_schema_change=job.on_schema_change,
+        progress=progress,
+    )
+    with open(job.target, "rb") as fh:
+        os.fsync(fh.fileno())
+    sha256 = file_sha256(job.target)
+    faults.point("crash_after_convert", job.name)
+    return Converted(conversion, sha256, job.target.stat().st_size)
+
+
+Converter = Callable[[ConvertJob], Converted]
+"""Runs a job: inline (the CLI) or in a converter process (the daemon)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one source: registered, duplicate or rejected, and its event."""
+
+    status: str  # "registered" | "duplicate" | "rejected"
+    name: str
+    dataset: str | None
+    event: StoredEvent
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the file ended registered or as a harmless duplicate."""
+        return self.status != "rejected"
+
+    @property
+    def seq(self) -> int:
+        """The seq of its event."""
+        return self.event.seq
+
+
+class Ingestor:
+    """Ingests staged sources into the log, the catalog and the store, exactly once."""
+
+    def __init__(self, config: Config, log: EventLog, catalog: Catalog, store: ObjectStore):
+        self.config = config
+        self.log = log
+        self.catalog = catalog
+        self.store = store
+
+    def route(
+        self, name: str | PurePosixPath, dataset: str | None = None, mode: str | None = None
+    ) -> Route:
+        """The dataset and mode of a source named `name` (relative to the inbox root).
+
+        An explicit `dataset` wins over the name; then the dataset's config, then an
+        explicit `mode`, override the mode its place implies. RejectedFile if it has none.
+        """
+        if dataset is not None:
+            if names.accepted_suffix(PurePosixPath(name).name) is None:
+                names.locate(PurePosixPath(name).name)  # raises: only CSV/TSV are ingested
+            chosen, by_location = names.normalise_dataset_name(dataset), names.REPLACE
+        else:
+            entry = names.locate(name)
+            chosen, by_location = entry.dataset, entry.mode
+        return Route(chosen, mode or self.config.dataset_options(chosen).mode or by_location)
+
+    def ingest(
+        self,
+        staged: StagedSource,
+        workspace: Workspace,
+        convert_with: Converter,
+        *,
+        dataset: str | None = None,
+        mode: str | None = None,
+    ) -> Outcome:
+        """Register a staged source exactly once, or record why it was rejected.
+
+        Raises only what is not the file's fault: a Transient (the caller retries the file
+        later) or a LogError (the log cannot be written: the daemon is broken).
+        """
+        name = staged.source.name.as_posix()
+        try:
+            route = self.route(name, dataset, mode)
+            dataset = route.dataset
+            for _ in range(_RETRIES):
+                try:
+                    return self._register(staged, workspace, route, convert_with)
+                except (VersionConflict, DuplicateEvent):
+                    self.log.catch_up()  # another writer got there first: look again
+            raise SourceChanged(f"dataset {dataset} kept changing under this ingest")
+        except RejectedFile as e:
+            return self.reject(staged, dataset, e)
+
+    def reject(self, staged: StagedSource, dataset: str | None, error: RejectedFile) -> Outcome:
+        """Record that a source was rejected, and why (the ingest.rejected event)."""
+        event = self.log.append(
+            IngestRejected(
+                source=staged.facts(), reason=error.reason, details=error.details, dataset=dataset
+            ).to_event()
+        )
+        return Outcome("rejected", staged.source.name.as_posix(), dataset, event, error.reason)
+
+    def job(self, staged: StagedSource, workspace: Workspace, route: Route) -> ConvertJob:
+        """The conversion a source needs, given the dataset as the catalog has it now."""
+        options = self.config.dataset_options(route.dataset)
+        current = self.catalog.dataset(route.dataset)
+        name = staged.source.name.as_posix()
+        return ConvertJob(
+            source=staged.path,
+            target=workspace.object_path,
+            name=name,
+            fmt=CsvFormat(
+                delimiter=options.delimiter or names.delimiter_for(name),
+                encoding=options.encoding,
+                compression=names.compression_for(name),
+                null_values=tuple(options.null_values),
+            ),
+            dataset=route.dataset,
+            hints=dict(options.types),
+            existing=current.schema if current else None,
+            on_schema_change=options.on_schema_change,
+        )
+
+    def _register(
+        self, staged: StagedSource, workspace: Workspace, route: Route, convert_with: Converter
+    ) -> Outcome:
+        name = staged.source.name.as_posix()
+        current = self.catalog.dataset(route.dataset)
+        known = self.catalog.find_source(route.dataset, staged.sha256)
+        if known is not None:
+            # Same bytes as what the dataset already holds: the crash-after-append case too.
+            event = self.log.append(
+                IngestDuplicate(
+                    source=staged.facts(),
+                    version=current.version if current else 0,
+                    object=known.object_key,
+                    dataset=route.dataset,
+                ).to_event()
+            )
+            return Outcome("duplicate", name, route.dataset, event)
+
+        job = self.job(staged, workspace, route)
+        still = _still(staged.path)
+        converted = convert_with(job)
+        if _still(staged.path) != still:
+            # A writer changed the file in place after staging (the staged copy is a hard
+            # link): what was converted may not be what was hashed.
+            raise SourceChanged(f"{name} changed while it was being converted")
+        key = object_key(route.dataset, converted.sha256)
+        self.store.put(key, job.target)
+        faults.point("crash_after_put", name)
+        conversion = converted.conversion
+        event = self.log.append(
+            DatasetRegistered(
+                dataset=route.dataset,
+                version=(current.version if current else 0) + 1,
+                mode=route.mode,
+                object={
+                    "key": key,
+                    "sha256": converted.sha256,
+                    "bytes": converted.bytes,
+                    "rows": conversion.rows,
+                },
+                source=staged.facts(),
+                schema=schema_to_json(conversion.columns),
+                fingerprint=fingerprint(conversion.columns),
+            ).to_event()
+        )
+        faults.point("crash_after_append", name)
+        return Outcome("registered", name, route.dataset, event)
+
+
+def _still(path: Path) -> tuple[int, int]:
+    """What tells whether a staged copy changed: (size, mtime_ns)."""
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
