@@ -25,7 +25,7 @@ from lakehoused.config import Config
 from lakehoused.daemon.converters import ConverterPool
 from lakehoused.daemon.files import FileIngest
 from lakehoused.daemon.health import BROKEN, Health, rfc3339
-from lakehoused.daemon.scheduler import IN_FLIGHT, Scheduler, Ticket
+from lakehoused.daemon.scheduler import IN_FLIGHT, RETRYING, Scheduler, Ticket
 from lakehoused.daemon.views import Views
 from lakehoused.inbox import SourceFile, open_inbox
 from lakehoused.ingest.pipeline import Outcome
@@ -133,12 +133,16 @@ class Daemon:
             self.last_ingested = summary
 
     async def _watch_health(self) -> None:
-        """Turn a dead inbox watcher into a broken daemon: never only a log line."""
+        """Turn what the inbox reports into health: never only a log line."""
         while True:
             await asyncio.sleep(_HEALTH_CHECK_S)
             error = self.inbox.error
             if error is not None:
                 self.health.broken("inbox", f"the inbox watcher stopped: {error}")
+            elif self.inbox.problem is not None:
+                self.health.degraded("inbox", self.inbox.problem)
+            elif not any(t.state == RETRYING for t in self.scheduler.tickets()):
+                self.health.recovered("inbox")
 
     async def wait_for_seq(self, seq: int, timeout_s: float) -> bool:
         """Wait until the views show `seq` (read-your-writes); False on timeout."""

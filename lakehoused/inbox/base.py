@@ -73,6 +73,10 @@ class Inbox(Protocol):
     error: BaseException | None
     """Why discovery stopped, when it failed: the daemon is broken without it."""
 
+    problem: str | None
+    """A passing failure of discovery now (an endpoint out of reach), retried in the
+    background: the daemon is degraded while it lasts. None when all is well."""
+
     def start(self, on_ready: OnReady) -> None:
         """Look at what is there now, then keep discovering complete files in the background."""
 

@@ -113,6 +113,8 @@ class LocalInbox:
         self._settle_ms, self._rescan_s = settle_ms, rescan_s
         self._watcher: InboxWatcher | None = None
 
+    problem: str | None = None  # a local directory has no passing failures: it is or it is not
+
     @property
     def error(self) -> BaseException | None:
         """Why the watcher stopped, if it did."""
