@@ -46,8 +46,14 @@ class Lakehouse:
         )
         try:
             self.store: ObjectStore = store or open_store(config.store, read_only=read_only)
-            self.cache: ObjectCache = open_cache(self.store)
-            self.ingestor = Ingestor(config, self.log, self.catalog, self.store)
+            self.cache: ObjectCache = open_cache(
+                self.store,
+                config.cache_path,
+                capacity=config.store.cache_size_bytes,
+                grace_s=config.server.query_timeout_s + 5,
+                evicts=not read_only,
+            )
+            self.ingestor = Ingestor(config, self.log, self.catalog, self.cache.writer)
             self._staging: Staging | None = None
         except BaseException:
             self.log.close()
@@ -125,6 +131,8 @@ class Lakehouse:
     def view_state(self) -> tuple[int, dict[str, ViewSpec]]:
         """The catalog's position and each dataset as the query engine sees it, at one state."""
         seq, datasets = self.catalog.state()
+        # Fetched now if the store is remote, and kept while these views may read them.
+        self.cache.fill(p.object_key for d in datasets for p in d.parts)
         specs = {
             d.name: ViewSpec(d.schema, [self.cache.path(p.object_key) for p in d.parts], d.bytes)
             for d in datasets
