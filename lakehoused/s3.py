@@ -32,6 +32,9 @@ from lakehoused.config import S3Location
 from lakehoused.errors import ConfigError, LakehousedError, Transient
 
 log = logging.getLogger("lakehoused")
+# urllib3 logs each quiet retry with the request's URL; the daemon reports a failure that
+# lasts itself (health, /status, one log line), so these would only be noise in journald.
+logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 60

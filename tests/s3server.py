@@ -81,9 +81,10 @@ class Nanio:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nanio exited: {self.log.read_text(errors='replace')}")
             try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 client.list_buckets()
                 return self
-            except Exception:
+            except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"nanio did not answer on {self.endpoint}")
 
