@@ -16,8 +16,9 @@ Everything runs against nanio (bench/s3server.py), a real S3-protocol server, on
 2. pyarrow: the alternative to the cache, measured in-process: DuckDB over a pyarrow
    dataset on pyarrow's S3 filesystem, against DuckDB over the cached local file.
 3. latency: a daemon watching a bucket prefix with `rescan_s = 1`; a 1,000-row CSV is
-   uploaded (after a random wait, so uploads fall anywhere in the listing cycle) and timed
-   until `SELECT max(id)` shows it: p50 over --trials uploads (target <= 1 s).
+   uploaded under a new key of an append dataset (after a random wait, so uploads fall
+   anywhere in the listing cycle) and timed until `SELECT max(id)` shows it: p50 over
+   --trials uploads (target <= 1 s).
 4. listing: one listing pass of lakehoused's inbox over a prefix with 10 live objects,
    then with --archived objects under `.done/` (written straight into nanio's data
    directory, with the metadata files nanio itself writes), against one recursive listing.
@@ -191,6 +192,11 @@ class Daemon:
 # -- 1. serving: bucket-held objects against local ones --------------------------------------
 
 
+def same(rows: list[list]) -> list[str]:
+    """Rows in a comparable form: sorted (no ORDER BY), floats to 9 digits (parallel sums)."""
+    return sorted(repr([f"{v:.9g}" if isinstance(v, float) else v for v in row]) for row in rows)
+
+
 def serve(nanio: Nanio, work: Path, rows: int, requests: int) -> None:
     csv = workers_file(rows)
     bucket = nanio.new_bucket()
@@ -223,7 +229,7 @@ def serve(nanio: Nanio, work: Path, rows: int, requests: int) -> None:
             print(f"load average before: {load()}")
             print("query   local p50   s3 p50   local p90   s3 p90   ratio s3/local")
             for name, query in QUERIES.items():
-                answers = {side: d.sql(query) for side, d in daemons.items()}
+                answers = {side: same(d.sql(query)) for side, d in daemons.items()}
                 assert answers["local"] == answers["s3"], f"{name}: the two stores disagree"
                 for _ in range(WARMUP):
                     for daemon in daemons.values():
@@ -325,7 +331,10 @@ def upload_latency(nanio: Nanio, work: Path, trials: int) -> list[float]:
             body = latency_csv(trial)
             expected = trial * LATENCY_ROWS + LATENCY_ROWS - 1
             time.sleep(rng.uniform(0, RESCAN_S))
-            client.put_object(inbox, "drop/latency.csv", io.BytesIO(body), len(body))
+            # A new key each time (parts of an append dataset): re-uploading one key right
+            # after its ingest can meet the archive's delete (see the README).
+            key = f"drop/latency/part-{trial:03d}.csv"
+            client.put_object(inbox, key, io.BytesIO(body), len(body))
             uploaded = time.perf_counter()
             deadline = uploaded + 30
             while time.perf_counter() < deadline:
@@ -347,7 +356,8 @@ def upload_latency(nanio: Nanio, work: Path, trials: int) -> list[float]:
 def latency(nanio: Nanio, work: Path, trials: int) -> None:
     print(
         f"\n## latency: upload -> queryable, {trials} uploads of a {LATENCY_ROWS:,}-row CSV "
-        f"(replace), rescan_s = {RESCAN_S:g}, each after a random wait of 0-{RESCAN_S:g} s"
+        f"(append, a new key each), rescan_s = {RESCAN_S:g}, each after a random wait of "
+        f"0-{RESCAN_S:g} s"
     )
     print(f"load average before: {load()}")
     times = upload_latency(nanio, work, trials)

@@ -71,10 +71,12 @@ class BucketInbox:
         self.url = location.url
         self._rescan_s = rescan_s
         self._notifications = notifications
-        self._deletes = deletes  # False with after_ingest = "keep": nothing is ever removed
-        self.conditional_deletes: bool | None = None
-        """Whether the server honours If-Match on DELETE (None until probed)."""
         self._watcher: PrefixWatcher | None = None
+        # With after_ingest = "keep" nothing is ever removed, and nothing need be probed.
+        self.conditional_deletes: bool | None = (
+            self._probe_conditional_delete() if deletes else None
+        )
+        """Whether the server honours If-Match on DELETE (None when not probed)."""
 
     @property
     def problem(self) -> str | None:
@@ -87,9 +89,7 @@ class BucketInbox:
         return self._watcher.error if self._watcher else None
 
     def start(self, on_ready: OnReady) -> None:
-        """Probe the server once, list the prefix, then keep listing in the background."""
-        if self._deletes:
-            self.conditional_deletes = self._probe_conditional_delete()
+        """List the prefix, then keep listing in the background."""
 
         def ready(name: PurePosixPath, since: float, seen: Seen) -> None:
             on_ready(SourceFile(name, since, seen))
@@ -138,7 +138,9 @@ class BucketInbox:
         sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
         try:
             with open(into, "xb") as dst:
-                for chunk in response.stream(_CHUNK):
+                # The bytes as stored: a `Content-Encoding: gzip` upload of x.csv.gz must stay
+                # gzip, as its name says, not be inflated on the way.
+                for chunk in response.stream(_CHUNK, decode_content=False):
                     sha256.update(chunk)
                     md5.update(chunk)
                     dst.write(chunk)

@@ -157,7 +157,7 @@ class _Body(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         try:
-            data = self._response.read(len(buffer))
+            data = self._response.read(len(buffer), decode_content=False)
         except FAILURES as e:
             raise self._failed(e) from e
         buffer[: len(data)] = data
