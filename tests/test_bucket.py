@@ -348,3 +348,23 @@ def test_gc_over_a_bucket_store_keeps_what_is_referenced_or_in_flight(nanio, tmp
         assert operations.gc(lakehouse, grace_s=0).objects == [orphan]
         assert list(lakehouse.store.keys()) == [kept]
         assert operations.verify(lakehouse) == []
+
+
+def test_a_key_rewritten_in_place_gets_advice_once(nanio, tmp_path, caplog):
+    from lakehoused.inbox import SourceFile
+
+    bucket = nanio.new_bucket()
+    inbox = BucketInbox(nanio.location(bucket, "in/"), rescan_s=0)
+    assert inbox.conditional_deletes is False
+    for n in range(3):
+        nanio.client().put_object(bucket, "in/latest.csv", io.BytesIO(b"n\n%d\n" % n), 4)
+        source = SourceFile(PurePosixPath("latest.csv"), time.time())
+        staged = inbox.stage(source, tmp_path / f"{n}" / "latest.csv")
+        assert inbox.archive(staged) is True
+    advice = [r for r in caplog.records if "uploaded again under the same key" in r.getMessage()]
+    assert len(advice) == 1 and 'after_ingest = "keep"' in advice[0].getMessage()
+    assert list_keys(nanio.client(), bucket) == [
+        "in/.done/latest.1.csv",
+        "in/.done/latest.2.csv",
+        "in/.done/latest.csv",
+    ]

@@ -72,6 +72,8 @@ class BucketInbox:
         self._rescan_s = rescan_s
         self._notifications = notifications
         self._watcher: PrefixWatcher | None = None
+        self._deleted: set[str] = set()  # names whose source this run deleted
+        self._warned: set[str] = set()
         # With after_ingest = "keep" nothing is ever removed, and nothing need be probed.
         self.conditional_deletes: bool | None = (
             self._probe_conditional_delete() if deletes else None
@@ -251,7 +253,27 @@ class BucketInbox:
             raise self._unavailable(e, f"delete {key}") from e
         except FAILURES as e:
             raise self._unavailable(e, f"delete {key}") from e
+        self._note_rewrite(staged.source.name.as_posix())
         return True
+
+    def _note_rewrite(self, name: str) -> None:
+        """Say once per key when a key is rewritten in place on a server that cannot make
+        the delete conditional: that is when an upload can meet the delete."""
+        if self.conditional_deletes is not False or name in self._warned:
+            return
+        if name not in self._deleted:
+            self._deleted.add(name)
+            return
+        self._warned.add(name)
+        log.warning(
+            "%s: %s is uploaded again under the same key after each ingest; this server "
+            "ignores If-Match on DELETE, so an upload that lands just as the previous one is "
+            "archived would be deleted unread: give each upload a key of its own, or set "
+            'inbox.after_ingest = "keep"',
+            self.url,
+            name,
+            extra={"file": name},
+        )
 
     def _still(self, staged: StagedSource) -> bool:
         """Whether the source's key holds the staged upload now (same size and ETag)."""
