@@ -625,7 +625,8 @@ def _memory_size(*, allow_zero: bool) -> _Check:
             or float(match.group(1)) < 0
             or (not allow_zero and not float(match.group(1)))
         ):
-            raise _bad(key, 'a size like "512MB", "1GiB" or "0MB"', value)
+            examples = '"512MB", "1GiB" or "0MB"' if allow_zero else '"512MB" or "20GiB"'
+            raise _bad(key, f"a size like {examples}", value)
         return value
 
     return check
