@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path, PurePosixPath
@@ -50,6 +51,7 @@ REJECTED = ".rejected"
 PROBES = ".lakehoused"
 """Where the start-up probe writes (and removes) its one small object."""
 _CHUNK = 1 << 20
+_REMEMBERED = 10_000  # names of deleted sources kept to notice a key rewritten in place
 
 Identity = tuple[int, str, str]
 """(size, etag, md5 of the staged bytes): one upload under one key."""
@@ -72,7 +74,7 @@ class BucketInbox:
         self._rescan_s = rescan_s
         self._notifications = notifications
         self._watcher: PrefixWatcher | None = None
-        self._deleted: set[str] = set()  # names whose source this run deleted
+        self._deleted: OrderedDict[str, None] = OrderedDict()  # names deleted lately
         self._warned: set[str] = set()
         # With after_ingest = "keep" nothing is ever removed, and nothing need be probed.
         self.conditional_deletes: bool | None = (
@@ -262,7 +264,9 @@ class BucketInbox:
         if self.conditional_deletes is not False or name in self._warned:
             return
         if name not in self._deleted:
-            self._deleted.add(name)
+            self._deleted[name] = None
+            if len(self._deleted) > _REMEMBERED:  # unique keys: remember the latest only
+                self._deleted.popitem(last=False)
             return
         self._warned.add(name)
         log.warning(
