@@ -288,7 +288,9 @@ class PrefixWatcher:
                     continue
                 if records:
                     self._wake.set()
-        except FAILURES:
+        except Exception:
+            # The connection broke, or stop() closed it under this read: either way this
+            # stream is over, and _listen decides whether to open another.
             return
         finally:
             self._stream = None
