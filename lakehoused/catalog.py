@@ -375,18 +375,54 @@ class Catalog:
 
     def state(self) -> tuple[int, list[DatasetInfo]]:
         """The position and every dataset, read in one snapshot (what the views show)."""
+        return self.changes_since(-1)
+
+    def changes_since(self, seq: int) -> tuple[int, list[DatasetInfo]]:
+        """The position and every dataset an event after `seq` changed, in one snapshot.
+
+        What keeps the query views current at a cost that grows with what changed, not with
+        how many datasets there are.
+        """
         with self._snapshot() as conn:
             position = self.position(conn)
             rows = conn.execute(
-                f"SELECT {_DATASET_COLUMNS} FROM catalog_datasets ORDER BY name"
+                f"SELECT {_DATASET_COLUMNS} FROM catalog_datasets WHERE seq > ? ORDER BY name",
+                (seq,),
             ).fetchall()
             parts: dict[str, list[Part]] = {}
-            for r in conn.execute(
+            part_sql = (
                 f"SELECT dataset, {_PART_COLUMNS} FROM catalog_parts "
-                "WHERE version_removed IS NULL ORDER BY dataset, position"
-            ):
+                "WHERE version_removed IS NULL {} ORDER BY dataset, position"
+            )
+            if seq < 0:
+                found = conn.execute(part_sql.format(""))
+            else:
+                found = conn.execute(
+                    part_sql.format(
+                        "AND dataset IN (SELECT name FROM catalog_datasets WHERE seq > ?)"
+                    ),
+                    (seq,),
+                )
+            for r in found:
                 parts.setdefault(r[0], []).append(Part(*r[1:]))
         return position, [_dataset_info(r, parts.get(r[0], [])) for r in rows]
+
+    def summaries(self) -> list[dict]:
+        """Every dataset as /datasets lists it (no parts, only their count), sorted by name."""
+        with self._snapshot() as conn:
+            rows = conn.execute(
+                f"SELECT {_DATASET_COLUMNS}, (SELECT count(*) FROM catalog_parts p "
+                "WHERE p.dataset = d.name AND p.version_removed IS NULL) "
+                "FROM catalog_datasets d ORDER BY name"
+            ).fetchall()
+        keys = [c.strip() for c in _DATASET_COLUMNS.split(",")]
+        out = []
+        for row in rows:
+            item = dict(zip(keys, row[:-1], strict=True))
+            item["schema"] = json.loads(item["schema"])
+            item["parts"] = row[-1]
+            out.append(item)
+        return out
 
     def dataset(self, name: str) -> DatasetInfo | None:
         """One dataset at its current version, or None if the catalog has no such dataset."""

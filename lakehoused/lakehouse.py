@@ -122,9 +122,10 @@ class Lakehouse:
 
     # -- queries --------------------------------------------------------------------------
 
-    def view_state(self) -> tuple[int, dict[str, ViewSpec]]:
-        """The catalog's position and each dataset as the query engine sees it, at one state."""
-        seq, datasets = self.catalog.state()
+    def view_state(self, after: int = -1) -> tuple[int, dict[str, ViewSpec]]:
+        """The catalog's position and, as the query engine sees them, the datasets changed
+        after seq `after` (every dataset by default), read at one state."""
+        seq, datasets = self.catalog.changes_since(after)
         specs = {
             d.name: ViewSpec(d.schema, [self.cache.path(p.object_key) for p in d.parts], d.bytes)
             for d in datasets

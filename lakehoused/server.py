@@ -229,16 +229,9 @@ async def handle_datasets(request: web.Request) -> web.Response:
     etag = f'"{seq}"'
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers={"ETag": etag})
-    datasets = await asyncio.to_thread(backend.catalog.datasets)
-    body = {"datasets": [_dataset_json(d) for d in datasets], "catalog_seq": seq}
+    datasets = await asyncio.to_thread(backend.catalog.summaries)
+    body = {"datasets": datasets, "catalog_seq": seq}
     return web.json_response(body, headers={"ETag": etag}, dumps=_dumps)
-
-
-def _dataset_json(dataset: Any) -> dict:
-    data = dataset.to_json()
-    data.pop("parts", None)
-    data["parts"] = len(dataset.parts)
-    return data
 
 
 async def handle_dataset(request: web.Request) -> web.Response:

@@ -36,7 +36,8 @@ log = logging.getLogger("lakehoused")
 
 CONVERTERS = 2  # the machine's cores: one conversion each, the server shares them
 PARALLEL = CONVERTERS + 2  # files in flight: some stage or wait for views while others convert
-STOP_WAIT_S = 20  # how long SIGTERM lets the ingests in flight finish
+STOP_WAIT_S = 20
+STATUS_LIST = 100  # files listed by /status (oldest first); the counts cover them all  # how long SIGTERM lets the ingests in flight finish
 _HEALTH_CHECK_S = 0.5
 
 
@@ -169,17 +170,21 @@ class Daemon:
         for ticket in tickets:
             counts[ticket.state] += 1
         oldest = min([p.since for p in waiting] + [t.source.since for t in tickets], default=None)
+        pending = [
+            {"file": p.relpath.as_posix(), "state": p.state, "since": rfc3339(p.since)}
+            for p in waiting[:STATUS_LIST]
+        ]
+        pending += [t.to_json() for t in tickets if t.state != IN_FLIGHT][
+            : STATUS_LIST - len(pending)
+        ]
         return {
             "health": self.health.state,
             "accepting": self.scheduler.accepting,
             "files_pending": sum(counts.values()),
             "counts": counts,
             "oldest_pending_s": None if oldest is None else round(time.time() - oldest, 3),
-            "pending": [
-                {"file": p.relpath.as_posix(), "state": p.state, "since": rfc3339(p.since)}
-                for p in waiting
-            ]
-            + [t.to_json() for t in tickets if t.state != IN_FLIGHT],
+            "pending": pending,
+            "pending_listed": len(pending),
             "in_flight": [self._flight(t) for t in tickets if t.state == IN_FLIGHT],
             "last_ingested": self.last_ingested,
             "last_error": self.last_error,

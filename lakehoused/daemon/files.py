@@ -49,7 +49,6 @@ class FileIngest:
         name = source.name.as_posix()
         with self.lakehouse.staging.workspace() as workspace:
             try:
-                faults.point("pause_stage", name)
                 staged = self.inbox.stage(source, workspace.source_path(source.name.name))
             except SourceGone:
                 return None  # removed (or renamed away) before we got to it

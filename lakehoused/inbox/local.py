@@ -17,7 +17,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from lakehoused import names
+from lakehoused import faults, names
 from lakehoused.errors import ConfigError, SourceChanged, SourceGone
 from lakehoused.inbox.base import OnReady, Pending, SourceFile, StagedSource
 from lakehoused.inbox.watcher import InboxWatcher
@@ -63,6 +63,7 @@ def stage_local(path: Path, into: Path) -> tuple[str, Identity]:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
             raise SourceGone(f"{path} is not a regular file")
+        faults.point("pause_stage", path.name)
         digest = hashlib.sha256()
         if _link_open_file(fd, path, into, before):
             while chunk := src.read(_CHUNK):

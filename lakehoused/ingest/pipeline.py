@@ -73,6 +73,7 @@ class Converted:
 
 def run_job(job: ConvertJob, progress: Progress | None = None) -> Converted:
     """Convert, fsync and hash: the whole of step 1, wherever it runs."""
+    faults.point("pause_convert", job.name)
     conversion = convert(
         job.source,
         job.target,
