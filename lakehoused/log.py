@@ -8,6 +8,7 @@ UPDATE, DELETE, overwrite, gap or broken link, even from a raw sqlite3 connectio
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, TypeVar
 
 from lakehoused import faults
 from lakehoused.errors import DuplicateEvent, LogBusy, LogError
@@ -59,6 +60,24 @@ _TRIGGERS = {
         WHEN EXISTS (SELECT 1 FROM events WHERE seq = NEW.seq OR id = NEW.id)
         BEGIN SELECT RAISE(ABORT, 'events are append-only'); END""",
 }
+
+
+_R = TypeVar("_R")
+
+
+def _reading(method: Callable[..., _R]) -> Callable[..., _R]:
+    """Translate a driver error during a read into the error tree (never a bare 500)."""
+
+    @functools.wraps(method)
+    def wrapper(self: EventLog, *args: Any, **kwargs: Any) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            if _is_busy(e):
+                raise LogBusy(f"read {self.path}: {e}") from e
+            raise LogError(f"read {self.path}: {e}") from e
+
+    return wrapper
 
 
 def _is_busy(e: sqlite3.Error) -> bool:
@@ -285,6 +304,7 @@ class EventLog:
         self.lock = threading.RLock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         if read_only:
             self._conn = self._open_read_only()
         else:
@@ -364,7 +384,7 @@ class EventLog:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect_reader()
-            with self.lock:
+            with self._readers_lock:  # not self.lock: a write in progress must not stall it
                 self._readers.append(conn)
         return conn
 
@@ -391,7 +411,7 @@ class EventLog:
 
     def close(self) -> None:
         """Close every connection; the log cannot be used afterwards."""
-        with self.lock:
+        with self.lock, self._readers_lock:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
@@ -577,6 +597,7 @@ class EventLog:
                 yield StoredEvent._from_row(row)
             after = rows[-1][0]
 
+    @_reading
     def read(
         self, after: int = 0, limit: int | None = None, type: str | None = None
     ) -> list[StoredEvent]:
@@ -592,6 +613,7 @@ class EventLog:
             args.append(limit)
         return [StoredEvent._from_row(r) for r in self.reader().execute(sql, args)]
 
+    @_reading
     def last(self, type: str | None = None, dataset: str | None = None) -> StoredEvent | None:
         """The latest event, optionally of one type and/or about one dataset."""
         sql = f"SELECT {_COLUMNS} FROM events WHERE 1"
@@ -605,6 +627,7 @@ class EventLog:
         row = self.reader().execute(sql + " ORDER BY seq DESC LIMIT 1", args).fetchone()
         return StoredEvent._from_row(row) if row else None
 
+    @_reading
     def find(self, event_id: str) -> StoredEvent | None:
         """The event with this id, if the log holds it (what a retried append collided with)."""
         row = (
@@ -615,10 +638,12 @@ class EventLog:
         return StoredEvent._from_row(row) if row else None
 
     @property
+    @_reading
     def last_seq(self) -> int:
         """The seq of the last event in the log (0 when empty)."""
         return _last_seq(self.reader())
 
+    @_reading
     def export(self, fh: TextIO) -> int:
         """Write the log as JSON Lines, one StoredEvent.to_json per line; returns the count.
 
@@ -630,6 +655,7 @@ class EventLog:
             count += 1
         return count
 
+    @_reading
     def verify_chain(self) -> list[str]:
         """Problems with the log: gaps in seq, rows whose hash or link is wrong, missing guards.
 
