@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path, PurePosixPath
 
-from lakehoused.catalog import Catalog
+from lakehoused.catalog import Catalog, Part
 from lakehoused.config import Config
 from lakehoused.errors import LakehousedError, SourceGone
 from lakehoused.inbox import SourceFile, StagedSource
@@ -20,6 +20,7 @@ from lakehoused.ingest.pipeline import Ingestor, Outcome, Progress, run_job
 from lakehoused.ingest.staging import Staging
 from lakehoused.log import EventLog
 from lakehoused.query import QueryEngine, ViewSpec
+from lakehoused.schema import Column
 from lakehoused.store import ObjectStore, open_store
 from lakehoused.store.cache import ObjectCache, open_cache
 
@@ -122,15 +123,15 @@ class Lakehouse:
 
     # -- queries --------------------------------------------------------------------------
 
-    def view_state(self, after: int = -1) -> tuple[int, dict[str, ViewSpec]]:
-        """The catalog's position and, as the query engine sees them, the datasets changed
-        after seq `after` (every dataset by default), read at one state."""
-        seq, datasets = self.catalog.changes_since(after)
-        specs = {
-            d.name: ViewSpec(d.schema, [self.cache.path(p.object_key) for p in d.parts], d.bytes)
-            for d in datasets
-        }
-        return seq, specs
+    def view_state(self, after: int = -1) -> tuple[int, dict[str, ViewSpec], list[str]]:
+        """The catalog's position, the datasets changed after seq `after` as the query engine
+        sees them (every dataset by default), and those dropped since, at one state."""
+        seq, datasets, dropped = self.catalog.changes_since(after)
+        return seq, {d.name: self.view_spec(d.schema, d.parts, d.bytes) for d in datasets}, dropped
+
+    def view_spec(self, schema: list[Column], parts: list[Part], size: int) -> ViewSpec:
+        """What the engine needs to read one dataset (at one version)."""
+        return ViewSpec(schema, [self.cache.path(p.object_key) for p in parts], size)
 
     def open_engine(self) -> QueryEngine:
         """A sandboxed query engine with one view per dataset, at the catalog's position."""
@@ -141,6 +142,6 @@ class Lakehouse:
             timeout_s=server.query_timeout_s,
             cache_bytes=server.memory_cache_bytes,
         )
-        seq, specs = self.view_state()
+        seq, specs, _ = self.view_state()
         engine.sync(specs, seq)
         return engine

@@ -106,9 +106,13 @@ def test_replace_makes_the_object_the_only_part(make_log):
     assert [p.source_sha256 for p in info.parts] == [sha("b")]
     assert info.parts[0].version_added == 2 and info.parts[0].source_mtime == 1.5
     assert info.updated_at == e2.at and info.created_at < e2.at
-    assert [(v.version, v.rows, v.object_key) for v in cat.versions("workers")] == [
-        (1, 10, registered("workers", 1, source="a").data["object"]["key"]),
-        (2, 4, e2.data["object"]["key"]),
+    assert [(v.version, v.rows, v.event, v.schema) for v in cat.versions("workers")] == [
+        (1, 10, "dataset.registered", [ID, NAME]),
+        (2, 4, "dataset.registered", [ID, SCORE]),
+    ]
+    (version, parts) = cat.at_version("workers", 1)
+    assert [p.object_key for p in parts] == [
+        registered("workers", 1, source="a").data["object"]["key"]
     ]
     assert info.to_json()["schema"] == schema_to_json([ID, SCORE])
     assert cat.versions("nobody") == [] and cat.dataset("nobody") is None

@@ -61,10 +61,12 @@ class Views:
     def _refresh(self) -> int:
         before = self.engine.catalog_seq
         if self._specs is None:
-            seq, self._specs = self.lakehouse.view_state()
+            seq, self._specs, _ = self.lakehouse.view_state()
         else:
-            seq, changed = self.lakehouse.view_state(after=before)
+            seq, changed, dropped = self.lakehouse.view_state(after=before)
             self._specs.update(changed)
+            for name in dropped:
+                self._specs.pop(name, None)
         if seq != before:
             self.engine.sync(self._specs, seq)
             self._log_events(before, seq)
