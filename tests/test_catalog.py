@@ -110,7 +110,7 @@ def test_replace_makes_the_object_the_only_part(make_log):
         (1, 10, "dataset.registered", [ID, NAME]),
         (2, 4, "dataset.registered", [ID, SCORE]),
     ]
-    (version, parts) = cat.at_version("workers", 1)
+    (_, parts) = cat.at_version("workers", 1)
     assert [p.object_key for p in parts] == [
         registered("workers", 1, source="a").data["object"]["key"]
     ]
