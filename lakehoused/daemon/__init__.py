@@ -101,6 +101,8 @@ class Daemon:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.to_thread(self.converters.shutdown)
+        # A converter stopped mid-warm-up (or an ingest abandoned) leaves its workspace.
+        self.lakehouse.staging.remove_stale()
         self.engine.close()
         self.lakehouse.close()
         log.info("stopped")
