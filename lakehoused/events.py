@@ -70,6 +70,7 @@ class DatasetRegistered(LakehouseEvent):
     fingerprint: str
     dialect: dict | None = None  # how the file was read, sniffed or set
     rejected_rows: int | None = None  # bad records kept aside (on_bad_rows = "quarantine")
+    classes: dict | None = None  # per column, the OR of its values' classes (ingest/types.py)
 
     def event_id(self) -> str:
         return registration_id(self.dataset, self.source["sha256"], self.version - 1)

@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path, PurePosixPath
 
+from lakehoused import retention
 from lakehoused.catalog import Catalog, Part
 from lakehoused.config import Config
 from lakehoused.errors import LakehousedError, SourceGone
@@ -113,13 +114,20 @@ class Lakehouse:
                 mtime=rfc3339_ns(identity[3]),
                 identity=identity,
             )
-            return self.ingestor.ingest(
+            outcome = self.ingestor.ingest(
                 staged,
                 workspace,
                 lambda job: run_job(job, progress),
                 dataset=dataset,
                 mode=mode,
             )
+        self.after_registration(outcome)
+        return outcome
+
+    def after_registration(self, outcome: Outcome) -> None:
+        """A new version may push an old one out of its dataset's retention."""
+        if outcome.status == "registered" and outcome.dataset is not None:
+            retention.expire(self.config, self.catalog, self.log, outcome.dataset)
 
     # -- queries --------------------------------------------------------------------------
 

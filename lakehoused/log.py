@@ -458,38 +458,48 @@ class EventLog:
         Raises DuplicateEvent if an event with this id is already in the log; whatever the
         projection raises (VersionConflict) rolls the append back, leaving nothing written.
         """
+        return self.append_all([event])[0]
+
+    def append_all(self, events: list[Event]) -> list[StoredEvent]:
+        """Append events in order and apply each to the projection, all in one transaction:
+        all of them are in the log, or none (as `append`, for each)."""
         try:
-            data_text = canonical_json(event.data)
+            texts = [canonical_json(event.data) for event in events]
         except (TypeError, ValueError) as e:
-            raise LogError(f"append {event.type}: data is not plain JSON: {e}") from e
-        with self._transaction(f"append {event.type}"):
-            found = self._conn.execute(
-                "SELECT seq FROM events WHERE id = ?", (event.id,)
-            ).fetchone()
-            if found:
-                raise DuplicateEvent(f"event {event.id} is already in the log at seq {found[0]}")
-            faults.point("log_fails", event.type)
+            raise LogError(f"append {events[0].type}: data is not plain JSON: {e}") from e
+        stored_all: list[StoredEvent] = []
+        with self._transaction(f"append {', '.join(e.type for e in events)}"):
             # Another process may have appended without folding; the projection must see
-            # every earlier event before this one.
+            # every earlier event before these.
             self._fold_pending()
-            seq, prev_hash = self._tail()
-            at = utc_now()
-            stored = StoredEvent(
-                seq=seq + 1,
-                id=event.id,
-                type=event.type,
-                dataset=event.dataset,
-                at=at,
-                data=json.loads(data_text),
-                prev_hash=prev_hash,
-                hash=event_hash(
-                    seq + 1, event.id, event.type, event.dataset, at, data_text, prev_hash
-                ),
-            )
-            self._insert(stored, data_text)
-            if self._projection is not None:
-                self._projection.apply(self._conn, stored)
-        return stored
+            for event, data_text in zip(events, texts, strict=True):
+                found = self._conn.execute(
+                    "SELECT seq FROM events WHERE id = ?", (event.id,)
+                ).fetchone()
+                if found:
+                    raise DuplicateEvent(
+                        f"event {event.id} is already in the log at seq {found[0]}"
+                    )
+                faults.point("log_fails", event.type)
+                seq, prev_hash = self._tail()
+                at = utc_now()
+                stored = StoredEvent(
+                    seq=seq + 1,
+                    id=event.id,
+                    type=event.type,
+                    dataset=event.dataset,
+                    at=at,
+                    data=json.loads(data_text),
+                    prev_hash=prev_hash,
+                    hash=event_hash(
+                        seq + 1, event.id, event.type, event.dataset, at, data_text, prev_hash
+                    ),
+                )
+                self._insert(stored, data_text)
+                if self._projection is not None:
+                    self._projection.apply(self._conn, stored)
+                stored_all.append(stored)
+        return stored_all
 
     def import_events(self, events: Iterable[StoredEvent]) -> int:
         """Insert exported events as they are into an EMPTY log, then fold them; one transaction.

@@ -251,6 +251,22 @@ async def handle_dataset(request: web.Request) -> web.Response:
     return web.json_response(body, dumps=_dumps)
 
 
+async def handle_history(request: web.Request) -> web.Response:
+    """GET /datasets/{name}/history: every version with when, why, rows, sources, schema diff."""
+    backend = request.app[BACKEND]
+    _ready(backend)
+    name = request.match_info["name"]
+    entries = await asyncio.to_thread(backend.catalog.history, name)
+    if not entries:
+        raise UnknownDataset(f"no dataset named {name!r}; GET /datasets lists them")
+    body = {
+        "name": name,
+        "versions": [e.to_json() for e in entries],
+        "catalog_seq": backend.engine.catalog_seq,
+    }
+    return web.json_response(body, dumps=_dumps)
+
+
 async def handle_events(request: web.Request) -> web.Response:
     """GET /events?after=SEQ&limit=N: the log, in order."""
     backend = request.app[BACKEND]
@@ -304,6 +320,7 @@ def make_app(backend: Backend, settings: ServerConfig) -> web.Application:
     app.router.add_get("/sql", handle_sql)
     app.router.add_get("/datasets", handle_datasets)
     app.router.add_get("/datasets/{name}", handle_dataset)
+    app.router.add_get("/datasets/{name}/history", handle_history)
     app.router.add_get("/events", handle_events)
     app.router.add_get("/health", handle_health)
     app.router.add_get("/status", handle_status)

@@ -193,6 +193,7 @@ class Catalog:
         for row in rows:
             item = dict(zip(keys, row[:-1], strict=True))
             item["schema"] = json.loads(item["schema"])
+            del item["classes"]
             item["parts"] = row[-1]
             out.append(item)
         return out
@@ -212,6 +213,15 @@ class Catalog:
                 (name,),
             ).fetchall()
         return _dataset_info(row, [Part(*p) for p in parts])
+
+    def names(self, *, dropped: bool = False) -> list[str]:
+        """Every dataset's name, sorted; with `dropped`, those dropped as well."""
+        where = "" if dropped else " WHERE NOT dropped"
+        with self._snapshot() as conn:
+            return [
+                r[0]
+                for r in conn.execute(f"SELECT name FROM catalog_datasets{where} ORDER BY name")
+            ]
 
     def last_version(self, name: str) -> int:
         """The dataset's latest version number, dropped or not (0 if it never existed)."""
@@ -235,8 +245,7 @@ class Catalog:
         """One version of a dataset and the parts it held, or None if there is no such one."""
         with self._snapshot() as conn:
             row = conn.execute(
-                f"SELECT {VERSION_COLUMNS} FROM catalog_versions "
-                "WHERE dataset = ? AND version = ?",
+                f"SELECT {VERSION_COLUMNS} FROM catalog_versions WHERE dataset = ? AND version = ?",
                 (name, version),
             ).fetchone()
             if row is None:
@@ -338,7 +347,7 @@ class Catalog:
 
 
 def _dataset_info(row: tuple, parts: list[Part]) -> DatasetInfo:
-    name, version, mode, schema_text, fp, rows, size, created_at, updated_at, seq = row
+    name, version, mode, schema_text, fp, rows, size, created_at, updated_at, seq, classes = row
     return DatasetInfo(
         name=name,
         version=version,
@@ -351,6 +360,7 @@ def _dataset_info(row: tuple, parts: list[Part]) -> DatasetInfo:
         updated_at=updated_at,
         seq=seq,
         parts=parts,
+        classes=json.loads(classes),
     )
 
 

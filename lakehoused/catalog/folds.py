@@ -41,19 +41,21 @@ class _Current:
     bytes: int
     created_at: str
     dropped: bool
+    classes: dict[str, int]
 
 
 def _current(conn: sqlite3.Connection, name: str) -> _Current | None:
     row = conn.execute(
-        "SELECT version, mode, schema, rows, bytes, created_at, dropped "
+        "SELECT version, mode, schema, rows, bytes, created_at, dropped, classes "
         "FROM catalog_datasets WHERE name = ?",
         (name,),
     ).fetchone()
     if row is None:
         return None
-    version, mode, schema, rows, size, created_at, dropped = row
+    version, mode, schema, rows, size, created_at, dropped, classes = row
+    columns = schema_from_json(json.loads(schema))
     return _Current(
-        version, mode, schema_from_json(json.loads(schema)), rows, size, created_at, bool(dropped)
+        version, mode, columns, rows, size, created_at, bool(dropped), json.loads(classes)
     )
 
 
@@ -111,6 +113,7 @@ def _record(
     columns: list[Column],
     *,
     created_at: str | None,
+    classes: dict[str, int],
     dropped: bool = False,
     reason: str | None = None,
     totals: tuple[int, int, int] | None = None,
@@ -118,14 +121,16 @@ def _record(
     """Write the dataset's new state and its version row."""
     rows, size, parts = totals or _totals(conn, name)
     schema_text = canonical_json(schema_to_json(columns))
+    classes_text = canonical_json(classes)
     print_ = fingerprint(columns)
     conn.execute(
         f"INSERT INTO catalog_datasets ({DATASET_COLUMNS}, dropped) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (name) DO UPDATE SET version = excluded.version, mode = excluded.mode, "
         "schema = excluded.schema, fingerprint = excluded.fingerprint, rows = excluded.rows, "
         "bytes = excluded.bytes, created_at = excluded.created_at, "
-        "updated_at = excluded.updated_at, seq = excluded.seq, dropped = excluded.dropped",
+        "updated_at = excluded.updated_at, seq = excluded.seq, classes = excluded.classes, "
+        "dropped = excluded.dropped",
         (
             name,
             version,
@@ -137,15 +142,16 @@ def _record(
             created_at or event.at,
             event.at,
             event.seq,
+            classes_text,
             int(dropped),
         ),
     )
     conn.execute(
         "INSERT INTO catalog_versions (dataset, version, seq, at, event, mode, schema, "
-        "fingerprint, rows, bytes, parts, reason, expired_seq) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        "fingerprint, rows, bytes, parts, classes, reason, expired_seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
         (name, version, event.seq, event.at, event.type, mode, schema_text, print_, rows, size,
-         parts, reason),
+         parts, classes_text, reason),
     )  # fmt: skip
 
 
@@ -159,6 +165,7 @@ def fold_registered(conn: sqlite3.Connection, event: StoredEvent) -> None:
     current = _current(conn, name)
     _follows(name, version, current, "registration")
     columns = schema_from_json(d["schema"])
+    classes = {k: int(v) for k, v in (d.get("classes") or {}).items()}
     rows, size = int(obj["rows"]), int(obj["bytes"])
     fresh = current is None or current.dropped
     if mode == "replace" or fresh:
@@ -169,6 +176,7 @@ def fold_registered(conn: sqlite3.Connection, event: StoredEvent) -> None:
     else:
         assert current is not None
         columns = merge(current.schema, columns)
+        classes = {c.name: current.classes.get(c.name, 0) | classes.get(c.name, 0) for c in columns}
         parts = _totals(conn, name)[2] + 1
         rows, size = current.rows + rows, current.bytes + size
     values = (
@@ -184,7 +192,7 @@ def fold_registered(conn: sqlite3.Connection, event: StoredEvent) -> None:
     )
     _add_part(conn, name, version, values)
     created = None if fresh else current.created_at  # type: ignore[union-attr]
-    _record(conn, event, name, version, mode, columns, created_at=created,
+    _record(conn, event, name, version, mode, columns, created_at=created, classes=classes,
             totals=(rows, size, parts))  # fmt: skip
 
 
@@ -195,7 +203,8 @@ def fold_dropped(conn: sqlite3.Connection, event: StoredEvent) -> None:
     _follows(d.dataset, d.version, current, "drop")
     _remove_current_parts(conn, d.dataset, d.version)
     _record(conn, event, d.dataset, d.version, current.mode, current.schema,
-            created_at=current.created_at, dropped=True, reason=d.reason)  # fmt: skip
+            created_at=current.created_at, classes=current.classes, dropped=True,
+            reason=d.reason)  # fmt: skip
 
 
 def fold_rolled_back(conn: sqlite3.Connection, event: StoredEvent) -> None:
@@ -204,7 +213,8 @@ def fold_rolled_back(conn: sqlite3.Connection, event: StoredEvent) -> None:
     current = _current(conn, d.dataset)
     _follows(d.dataset, d.version, current, "rollback")
     target = conn.execute(
-        "SELECT mode, schema, event FROM catalog_versions WHERE dataset = ? AND version = ?",
+        "SELECT mode, schema, event, classes FROM catalog_versions "
+        "WHERE dataset = ? AND version = ?",
         (d.dataset, d.to_version),
     ).fetchone()
     if target is None or target[2] == DatasetDropped.name:
@@ -220,7 +230,7 @@ def fold_rolled_back(conn: sqlite3.Connection, event: StoredEvent) -> None:
     mode, schema_text = target[0], target[1]
     created = current.created_at if current else None
     _record(conn, event, d.dataset, d.version, mode, schema_from_json(json.loads(schema_text)),
-            created_at=created, reason=d.reason)  # fmt: skip
+            created_at=created, classes=json.loads(target[3]), reason=d.reason)  # fmt: skip
 
 
 def fold_retracted(conn: sqlite3.Connection, event: StoredEvent) -> None:
@@ -236,7 +246,7 @@ def fold_retracted(conn: sqlite3.Connection, event: StoredEvent) -> None:
     if changed == 0:
         raise LogError(f"catalog: seq {event.seq}: {d.dataset} has no current part {d.part}")
     _record(conn, event, d.dataset, d.version, current.mode, current.schema,
-            created_at=current.created_at, reason=d.reason)  # fmt: skip
+            created_at=current.created_at, classes=current.classes, reason=d.reason)  # fmt: skip
 
 
 def fold_widened(conn: sqlite3.Connection, event: StoredEvent) -> None:
@@ -258,7 +268,7 @@ def fold_widened(conn: sqlite3.Connection, event: StoredEvent) -> None:
         values = (new["key"], new["sha256"], int(new["bytes"]), int(new["rows"]), *was[4:9])
         _add_part(conn, d.dataset, d.version, values)
     _record(conn, event, d.dataset, d.version, current.mode, schema_from_json(d.schema),
-            created_at=current.created_at, reason=d.reason)  # fmt: skip
+            created_at=current.created_at, classes=current.classes, reason=d.reason)  # fmt: skip
 
 
 def fold_expired(conn: sqlite3.Connection, event: StoredEvent) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lakehoused.schema import Column, schema_from_json, schema_to_json
@@ -44,6 +44,8 @@ class DatasetInfo:
     updated_at: str
     seq: int
     parts: list[Part]
+    # Per column, the OR of the value classes its files held (ingest/types.py).
+    classes: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """The dataset as the API shows it."""

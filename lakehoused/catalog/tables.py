@@ -29,6 +29,7 @@ TABLES: dict[str, tuple[str, str]] = {
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL,
             seq INTEGER NOT NULL,
+            classes TEXT NOT NULL,
             dropped INTEGER NOT NULL
         ) STRICT""",
         "name",
@@ -47,6 +48,7 @@ TABLES: dict[str, tuple[str, str]] = {
             rows INTEGER NOT NULL,
             bytes INTEGER NOT NULL,
             parts INTEGER NOT NULL,
+            classes TEXT NOT NULL,
             reason TEXT,
             expired_seq INTEGER,
             PRIMARY KEY (dataset, version)
@@ -91,7 +93,7 @@ PART_COLUMNS = (
     "source_bytes, source_mtime, version_added"
 )
 DATASET_COLUMNS = (
-    "name, version, mode, schema, fingerprint, rows, bytes, created_at, updated_at, seq"
+    "name, version, mode, schema, fingerprint, rows, bytes, created_at, updated_at, seq, classes"
 )
 VERSION_COLUMNS = (
     "version, seq, at, event, mode, schema, fingerprint, rows, bytes, parts, reason, expired_seq"

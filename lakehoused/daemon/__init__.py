@@ -20,13 +20,14 @@ from typing import Any
 
 from aiohttp import web
 
-from lakehoused import systemd
+from lakehoused import retention, systemd
 from lakehoused.config import Config
 from lakehoused.daemon.converters import ConverterPool
 from lakehoused.daemon.files import FileIngest
 from lakehoused.daemon.health import BROKEN, Health, rfc3339
 from lakehoused.daemon.scheduler import IN_FLIGHT, RETRYING, Scheduler, Ticket
 from lakehoused.daemon.views import Views
+from lakehoused.errors import LakehousedError, Transient
 from lakehoused.inbox import SourceFile, open_inbox
 from lakehoused.ingest.pipeline import Outcome
 from lakehoused.lakehouse import Lakehouse
@@ -37,6 +38,7 @@ log = logging.getLogger("lakehoused")
 CONVERTERS = 2  # the machine's cores: one conversion each, the server shares them
 PARALLEL = CONVERTERS + 2  # files in flight: some stage or wait for views while others convert
 STOP_WAIT_S = 20
+RETENTION_SWEEP_S = 3600  # how often keep_days is applied to datasets that get no new files
 STATUS_LIST = 100  # files listed by /status (oldest first); the counts cover them all  # how long SIGTERM lets the ingests in flight finish
 _HEALTH_CHECK_S = 0.5
 
@@ -84,6 +86,7 @@ class Daemon:
         self.converters.start()
         self._spawn(self.views.follow())
         self._spawn(self._watch_health())
+        self._spawn(self._sweep_retention())
         await asyncio.to_thread(self.inbox.start, self._on_ready)
         self.ready = True
         log.info(
@@ -146,6 +149,20 @@ class Daemon:
                 self.health.degraded("inbox", self.inbox.problem)
             elif not any(t.state == RETRYING for t in self.scheduler.tickets()):
                 self.health.recovered("inbox")
+
+    async def _sweep_retention(self) -> None:
+        """Expire versions that aged past `keep_days` in datasets nobody drops files into."""
+        while True:
+            await asyncio.sleep(RETENTION_SWEEP_S)
+            try:
+                lakehouse = self.lakehouse
+                await asyncio.to_thread(
+                    retention.expire_all, self.config, lakehouse.catalog, lakehouse.log
+                )
+            except Transient as e:
+                self.health.degraded("log", str(e))
+            except LakehousedError as e:
+                self.health.broken("log", f"retention could not record its expiries: {e}")
 
     async def wait_for_seq(self, seq: int, timeout_s: float) -> bool:
         """Wait until the views show `seq` (read-your-writes); False on timeout."""

@@ -54,7 +54,8 @@ class FileIngest:
                 return None  # removed (or renamed away) before we got to it
             faults.point("crash_after_stage", name)
             outcome = self.lakehouse.ingestor.ingest(staged, workspace, self.converters.convert)
-            self.views.reach(outcome.seq)
+            self.lakehouse.after_registration(outcome)
+            self.views.reach(self.lakehouse.log.last_seq)
             faults.point("crash_after_refresh", name)
             faults.point("pause_archive", name)
             self._settle(staged, outcome)
