@@ -128,7 +128,7 @@ class LocalInbox:
         # Made before watching starts, so they are watched from the first file on: a file
         # moved into a folder not watched yet is a rename watchdog cannot pair, and it holds
         # every later event ~0.5 s waiting for the pair (measured: ~530 ms for the 2nd file).
-        for folder in (DONE, REJECTED):
+        for folder in (DONE, REJECTED, _CLAIMS):
             (self.root / folder).mkdir(exist_ok=True)
 
         def ready(relpath: PurePosixPath, since: float, seen: tuple[int, int]) -> None:
