@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,6 +78,25 @@ def _reading(method: Callable[..., _R]) -> Callable[..., _R]:
             raise LogError(f"read {self.path}: {e}") from e
 
     return wrapper
+
+
+@contextmanager
+def read_snapshot(conn: sqlite3.Connection, where: str) -> Iterator[sqlite3.Connection]:
+    """One read transaction on `conn`: every read inside sees one state of the database.
+
+    Nested use on the same connection joins the snapshot already open.
+    """
+    if conn.in_transaction:
+        yield conn
+        return
+    try:
+        conn.execute("BEGIN")
+        yield conn
+    except sqlite3.Error as e:
+        raise LogError(f"read {where}: {e}") from e
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
 
 
 def _is_busy(e: sqlite3.Error) -> bool:
@@ -388,21 +407,9 @@ class EventLog:
                 self._readers.append(conn)
         return conn
 
-    @contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
+    def snapshot(self) -> AbstractContextManager[sqlite3.Connection]:
         """A read transaction on this thread's reader: every read inside sees one state."""
-        conn = self.reader()
-        if conn.in_transaction:  # already inside a snapshot on this thread
-            yield conn
-            return
-        try:
-            conn.execute("BEGIN")
-            yield conn
-        except sqlite3.Error as e:
-            raise LogError(f"read {self.path}: {e}") from e
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+        return read_snapshot(self.reader(), str(self.path))
 
     @property
     def connection(self) -> sqlite3.Connection:

@@ -33,7 +33,7 @@ from lakehoused.catalog.tables import (
     VERSION_COLUMNS,
 )
 from lakehoused.errors import LogError
-from lakehoused.log import StoredEvent, canonical_json
+from lakehoused.log import StoredEvent, canonical_json, read_snapshot
 from lakehoused.schema import schema_from_json
 
 
@@ -129,18 +129,8 @@ class Catalog:
             with self.lock:
                 yield self._conn
             return
-        conn = self._reader()
-        if conn.in_transaction:  # already inside a snapshot on this thread
+        with read_snapshot(self._reader(), "the catalog") as conn:
             yield conn
-            return
-        try:
-            conn.execute("BEGIN")
-            yield conn
-        except sqlite3.Error as e:
-            raise LogError(f"read the catalog: {e}") from e
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
 
     def datasets(self) -> list[DatasetInfo]:
         """Every dataset at its current version, sorted by name (dropped ones are gone)."""
