@@ -9,10 +9,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lakehoused import __version__, events, logs, operations
+from lakehoused import __version__, events, lifecycle, logs, operations
 from lakehoused.config import Config, load_config
-from lakehoused.errors import LakehousedError
+from lakehoused.errors import LakehousedError, UnknownDataset
 from lakehoused.lakehouse import Lakehouse
+from lakehoused.log import StoredEvent
 from lakehoused.progress import ProgressBar
 
 FORMATS = ("json", "ndjson", "csv", "arrow", "table")
@@ -68,8 +69,28 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a `log export` file, into an empty state directory",
     )
+    history = command("history", "every version of a dataset: when, why, rows, sources, schema")
+    history.add_argument("dataset")
+    history.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def reasoned(name: str, help_: str) -> argparse.ArgumentParser:
+        sub_parser = command(name, help_)
+        sub_parser.add_argument("dataset")
+        sub_parser.add_argument(
+            "--reason", required=True, help="why: kept in the log with the event"
+        )
+        return sub_parser
+
+    reasoned("drop", "take a dataset out of the catalog (its history stays, for time travel)")
+    rollback = reasoned("rollback", "make an earlier version current again, as a new version")
+    rollback.add_argument("--to", type=int, required=True, metavar="VERSION")
+    retract = reasoned("retract", "take one part (by object key) out of an append dataset")
+    retract.add_argument("--part", required=True, metavar="KEY")
+    widen = reasoned("widen", "rewrite a dataset's parts with one column widened")
+    widen.add_argument("column")
+    widen.add_argument("type", metavar="TYPE")
     command("verify", "check the hash chain, seq gaps, replay digest and every object's sha256")
-    gc = command("gc", "remove objects no event references, and stale staging workspaces")
+    gc = command("gc", "expire versions by retention, remove objects no kept version reads")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     gc.add_argument(
         "--grace-s", type=float, default=None, help="keep anything younger (default 900)"
@@ -223,6 +244,11 @@ def cmd_gc(config: Config, args: argparse.Namespace) -> int:
     with Lakehouse(config) as lakehouse:
         report = operations.gc(lakehouse, dry_run=args.dry_run, **kwargs)
     verb = "would remove" if args.dry_run else "removed"
+    for expiry in report.expired:
+        listed = ", ".join(map(str, expiry.versions))
+        print(
+            f"{'would expire' if args.dry_run else 'expired'} {expiry.dataset} versions {listed} ({expiry.reason})"
+        )
     for key in report.objects:
         print(f"{verb} {key}")
     for name in report.workspaces:
@@ -240,6 +266,69 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
+def cmd_history(config: Config, args: argparse.Namespace) -> int:
+    """Every version of one dataset."""
+    with Lakehouse(config, read_only=True) as lakehouse:
+        entries = lakehouse.catalog.history(args.dataset)
+    if not entries:
+        raise UnknownDataset(f"no dataset named {args.dataset!r}; `lakehoused datasets` lists them")
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=2, sort_keys=True))
+        return 0
+    rows = []
+    for entry in entries:
+        v = entry.version
+        sources = ", ".join(s["name"] or s["uri"] or "?" for s in entry.to_json()["sources_added"])
+        diff = entry.schema_diff
+        changes = [f"+{c}" for c in diff["added"]] + [f"-{c}" for c in diff["removed"]]
+        changes += [f"{r['name']}:{r['from']}->{r['to']}" for r in diff["retyped"]]
+        rows.append(
+            (
+                str(v.version) + (" (expired)" if v.expired else ""),
+                v.at,
+                v.event,
+                str(v.rows),
+                str(v.bytes),
+                str(v.parts),
+                sources or "-",
+                " ".join(changes) if v.version > 1 else "",
+                v.reason or "",
+            )
+        )
+    header = ("version", "at", "event", "rows", "bytes", "parts", "added", "schema", "reason")
+    _print_table(header, rows)
+    return 0
+
+
+def _done(event: StoredEvent) -> int:
+    print(f"{events.describe(event)} (seq {event.seq})")
+    return 0
+
+
+def cmd_drop(config: Config, args: argparse.Namespace) -> int:
+    """Drop a dataset."""
+    with Lakehouse(config) as lakehouse:
+        return _done(lifecycle.drop(lakehouse, args.dataset, args.reason))
+
+
+def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
+    """Roll a dataset back to an earlier version."""
+    with Lakehouse(config) as lakehouse:
+        return _done(lifecycle.rollback(lakehouse, args.dataset, args.to, args.reason))
+
+
+def cmd_retract(config: Config, args: argparse.Namespace) -> int:
+    """Take a part out of an append dataset."""
+    with Lakehouse(config) as lakehouse:
+        return _done(lifecycle.retract(lakehouse, args.dataset, args.part, args.reason))
+
+
+def cmd_widen(config: Config, args: argparse.Namespace) -> int:
+    """Widen one column of a dataset."""
+    with Lakehouse(config) as lakehouse:
+        return _done(lifecycle.widen(lakehouse, args.dataset, args.column, args.type, args.reason))
+
+
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "run": cmd_run,
     "ingest": cmd_ingest,
@@ -249,4 +338,9 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "replay": cmd_replay,
     "verify": cmd_verify,
     "gc": cmd_gc,
+    "history": cmd_history,
+    "drop": cmd_drop,
+    "rollback": cmd_rollback,
+    "retract": cmd_retract,
+    "widen": cmd_widen,
 }

@@ -29,7 +29,7 @@ DB_FILENAME = "lakehoused.db"
 
 MODES = ("replace", "append")
 """Values of ``datasets.<name>.mode``."""
-SCHEMA_CHANGES = ("reject", "add_columns")
+SCHEMA_CHANGES = ("reject", "add_columns", "overwrite")
 """Values of ``datasets.<name>.on_schema_change``."""
 COLUMN_TYPES = ("BOOLEAN", "BIGINT", "DOUBLE", "DATE", "TIMESTAMP", "VARCHAR")
 """Column types ``datasets.<name>.types`` may force (stored upper-case)."""
@@ -55,9 +55,19 @@ KEYS: dict[str, tuple[str, ...]] = {
         "memory_cache",
         "token_env",
     ),
+    "retention": ("keep_versions", "keep_days"),
     "datasets": (),
 }
-DATASET_KEYS = ("mode", "on_schema_change", "null_values", "types", "encoding", "delimiter")
+DATASET_KEYS = (
+    "mode",
+    "on_schema_change",
+    "null_values",
+    "types",
+    "encoding",
+    "delimiter",
+    "keep_versions",
+    "keep_days",
+)
 # S3 bucket names (the common subset of AWS's and MinIO's rules).
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ENDPOINT_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
@@ -93,6 +103,16 @@ class DatasetOptions:
     types: Mapping[str, str] = field(default_factory=dict)  # column -> COLUMN_TYPES member
     encoding: str = "utf-8"  # one of ENCODINGS
     delimiter: str | None = None  # one character; None = by file suffix
+    keep_versions: int | None = None  # retention; None = the [retention] default
+    keep_days: float | None = None  # retention; None = the [retention] default
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How many versions, and how many days of them, a dataset keeps by default."""
+
+    keep_versions: int | None = None  # None = every version
+    keep_days: float | None = None  # None = however old
 
 
 @dataclass(frozen=True)
@@ -186,11 +206,24 @@ class Config:
     state: StateConfig
     server: ServerConfig
     datasets: Mapping[str, DatasetOptions] = field(default_factory=dict)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     s3: S3Endpoint | None = None  # set when the inbox or the store is a bucket
 
     def dataset_options(self, name: str) -> DatasetOptions:
         """The options configured for dataset ``name``, or the defaults."""
         return self.datasets.get(name, DatasetOptions())
+
+    def retention_for(self, name: str) -> RetentionConfig:
+        """The retention of dataset ``name``: its own settings, else the [retention] ones."""
+        options = self.dataset_options(name)
+        return RetentionConfig(
+            keep_versions=options.keep_versions
+            if options.keep_versions is not None
+            else self.retention.keep_versions,
+            keep_days=options.keep_days
+            if options.keep_days is not None
+            else self.retention.keep_days,
+        )
 
     @property
     def db_path(self) -> Path:
@@ -278,6 +311,7 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], file: Path |
         datasets=FrozenDict(
             {name: _dataset(raw, name) for name, raw in sections["datasets"].items()}
         ),
+        retention=RetentionConfig(**_options(sections["retention"], "retention", **_RETENTION)),
         s3=endpoint,
     )
     if config.inbox.path is not None:
@@ -334,6 +368,7 @@ def _dataset(raw: Any, name: str) -> DatasetOptions:
             types=_types,
             encoding=_encoding,
             delimiter=_delimiter,
+            **_RETENTION,
         )
     )
 
@@ -678,3 +713,9 @@ def _delimiter(value: Any, key: str) -> str:
     if not isinstance(value, str) or len(value) != 1 or value in '"\r\n':
         raise _bad(key, "exactly one character (not a quote or line break)", value)
     return value
+
+
+_RETENTION: dict[str, _Check] = {
+    "keep_versions": _integer(1),
+    "keep_days": _number(lambda v: v > 0, "a number of days > 0"),
+}

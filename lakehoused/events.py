@@ -70,6 +70,7 @@ class DatasetRegistered(LakehouseEvent):
     fingerprint: str
     dialect: dict | None = None  # how the file was read, sniffed or set
     rejected_rows: int | None = None  # bad records kept aside (on_bad_rows = "quarantine")
+    classes: dict | None = None  # per column, the OR of its values' classes (ingest/types.py)
 
     def event_id(self) -> str:
         return registration_id(self.dataset, self.source["sha256"], self.version - 1)
@@ -119,8 +120,129 @@ class IngestRejected(LakehouseEvent):
         return f"rejected {_source_name(self.source)}: {self.reason}"
 
 
+@dataclass(frozen=True)
+class SchemaChanged(LakehouseEvent):
+    """A registration changed the dataset's columns (recorded just before it, in one step)."""
+
+    name: ClassVar[str] = "dataset.schema_changed"
+
+    dataset: str
+    version: int  # the version whose registration changes the schema
+    before: list[dict]
+    after: list[dict]
+    added: list[str]
+    removed: list[str]
+    retyped: list[dict]  # {"name", "from", "to"}
+    setting: str  # what allowed it: on_schema_change = "add_columns" or "overwrite"
+
+    def describe(self) -> str:
+        parts = [f"added {', '.join(self.added)}"] if self.added else []
+        parts += [f"removed {', '.join(self.removed)}"] if self.removed else []
+        parts += [f"{r['name']} {r['from']} -> {r['to']}" for r in self.retyped]
+        return f"schema of {self.dataset} changes at version {self.version}: {'; '.join(parts)}"
+
+
+@dataclass(frozen=True)
+class DatasetDropped(LakehouseEvent):
+    """A person dropped the dataset: it leaves the catalog; its history stays."""
+
+    name: ClassVar[str] = "dataset.dropped"
+    level: ClassVar[str] = "warning"
+
+    dataset: str
+    version: int
+    reason: str
+
+    def describe(self) -> str:
+        return f"dropped {self.dataset} (version {self.version}): {self.reason}"
+
+
+@dataclass(frozen=True)
+class DatasetRolledBack(LakehouseEvent):
+    """A person rolled the dataset back: a new version whose objects are an old one's."""
+
+    name: ClassVar[str] = "dataset.rolled_back"
+    level: ClassVar[str] = "warning"
+
+    dataset: str
+    version: int
+    to_version: int
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"rolled {self.dataset} back to version {self.to_version} as version "
+            f"{self.version}: {self.reason}"
+        )
+
+
+@dataclass(frozen=True)
+class PartRetracted(LakehouseEvent):
+    """A person took one part out of an append dataset: a new version without it."""
+
+    name: ClassVar[str] = "dataset.part_retracted"
+    level: ClassVar[str] = "warning"
+
+    dataset: str
+    version: int
+    part: str  # the object key of the part taken out
+    reason: str
+
+    def describe(self) -> str:
+        return f"retracted {self.part} from {self.dataset} as version {self.version}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ColumnWidened(LakehouseEvent):
+    """A person widened a column: every current part rewritten under the wider type."""
+
+    name: ClassVar[str] = "dataset.widened"
+
+    dataset: str
+    version: int
+    column: str
+    from_type: str
+    to_type: str
+    parts: list[dict]  # {"replaces", "key", "sha256", "bytes", "rows"}, in part order
+    schema: list[dict]
+    fingerprint: str
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"widened {self.dataset}.{self.column} from {self.from_type} to {self.to_type} "
+            f"as version {self.version} ({len(self.parts)} parts rewritten): {self.reason}"
+        )
+
+
+@dataclass(frozen=True)
+class VersionsExpired(LakehouseEvent):
+    """Retention expired old versions: `gc` may then remove objects no kept version reads."""
+
+    name: ClassVar[str] = "dataset.versions_expired"
+
+    dataset: str
+    versions: list[int]
+    reason: str
+
+    def describe(self) -> str:
+        listed = ", ".join(str(v) for v in self.versions)
+        return f"expired versions {listed} of {self.dataset}: {self.reason}"
+
+
 EVENT_TYPES: dict[str, type[LakehouseEvent]] = {
-    cls.name: cls for cls in (DatasetRegistered, IngestDuplicate, IngestRejected)
+    cls.name: cls
+    for cls in (
+        DatasetRegistered,
+        IngestDuplicate,
+        IngestRejected,
+        SchemaChanged,
+        DatasetDropped,
+        DatasetRolledBack,
+        PartRetracted,
+        ColumnWidened,
+        VersionsExpired,
+    )
 }
 """Every event type by wire name."""
 

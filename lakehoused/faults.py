@@ -16,6 +16,9 @@ import sqlite3
 import time
 
 ENV = "LAKEHOUSED_FAULT"
+MARK_ENV = "LAKEHOUSED_FAULT_MARKS"
+"""A directory where each pause point, as it starts, leaves a file named after itself, so
+a test acts exactly while the daemon is paused there."""
 POINTS = (
     "crash_after_stage",  # the source is staged; nothing converted yet
     "crash_after_convert",  # the Parquet file is written and fsynced
@@ -52,6 +55,10 @@ def point(name: str, subject: str = "") -> None:
     if not _wanted(name, subject):
         return
     if name.startswith("pause_"):
+        marks = os.environ.get(MARK_ENV)
+        if marks:
+            with open(os.path.join(marks, f"{name}.{time.monotonic_ns()}"), "w"):
+                pass
         time.sleep(PAUSE_S)
     elif name == "converter_fails":
         raise RuntimeError(f"injected fault at {name}")

@@ -11,7 +11,8 @@ import os
 import time
 from pathlib import Path, PurePosixPath
 
-from lakehoused.catalog import Catalog
+from lakehoused import retention
+from lakehoused.catalog import Catalog, Part
 from lakehoused.config import Config
 from lakehoused.errors import LakehousedError, SourceGone
 from lakehoused.inbox import SourceFile, StagedSource
@@ -20,6 +21,7 @@ from lakehoused.ingest.pipeline import Ingestor, Outcome, Progress, run_job
 from lakehoused.ingest.staging import Staging
 from lakehoused.log import EventLog
 from lakehoused.query import QueryEngine, ViewSpec
+from lakehoused.schema import Column
 from lakehoused.store import ObjectStore, open_store
 from lakehoused.store.cache import ObjectCache, open_cache
 
@@ -55,6 +57,7 @@ class Lakehouse:
             )
             self.ingestor = Ingestor(config, self.log, self.catalog, self.cache.writer)
             self._staging: Staging | None = None
+            self._view_objects: dict[str, list[str]] = {}  # dataset -> the keys its view reads
         except BaseException:
             self.log.close()
             raise
@@ -118,26 +121,41 @@ class Lakehouse:
                 mtime=rfc3339_ns(identity[3]),
                 identity=identity,
             )
-            return self.ingestor.ingest(
+            outcome = self.ingestor.ingest(
                 staged,
                 workspace,
                 lambda job: run_job(job, progress),
                 dataset=dataset,
                 mode=mode,
             )
+        self.after_registration(outcome)
+        return outcome
+
+    def after_registration(self, outcome: Outcome) -> None:
+        """A new version may push an old one out of its dataset's retention."""
+        if outcome.status == "registered" and outcome.dataset is not None:
+            retention.expire(self.config, self.catalog, self.log, outcome.dataset)
 
     # -- queries --------------------------------------------------------------------------
 
-    def view_state(self) -> tuple[int, dict[str, ViewSpec]]:
-        """The catalog's position and each dataset as the query engine sees it, at one state."""
-        seq, datasets = self.catalog.state()
-        # Fetched now if the store is remote, and kept while these views may read them.
-        self.cache.fill(p.object_key for d in datasets for p in d.parts)
-        specs = {
-            d.name: ViewSpec(d.schema, [self.cache.path(p.object_key) for p in d.parts], d.bytes)
-            for d in datasets
-        }
-        return seq, specs
+    def view_state(self, after: int = -1) -> tuple[int, dict[str, ViewSpec], list[str]]:
+        """The catalog's position, the datasets changed after seq `after` as the query engine
+        sees them (every dataset by default), and those dropped since, at one state."""
+        seq, datasets, dropped = self.catalog.changes_since(after)
+        # The objects every current view reads, kept in step with the changes: a remote
+        # store's cache fetches what is new, and never evicts what a view reads.
+        if after < 0:
+            self._view_objects = {}
+        for name in dropped:
+            self._view_objects.pop(name, None)
+        for d in datasets:
+            self._view_objects[d.name] = [p.object_key for p in d.parts]
+        self.cache.fill(key for keys in self._view_objects.values() for key in keys)
+        return seq, {d.name: self.view_spec(d.schema, d.parts, d.bytes) for d in datasets}, dropped
+
+    def view_spec(self, schema: list[Column], parts: list[Part], size: int) -> ViewSpec:
+        """What the engine needs to read one dataset (at one version)."""
+        return ViewSpec(schema, [self.cache.path(p.object_key) for p in parts], size)
 
     def open_engine(self) -> QueryEngine:
         """A sandboxed query engine with one view per dataset, at the catalog's position."""
@@ -148,6 +166,6 @@ class Lakehouse:
             timeout_s=server.query_timeout_s,
             cache_bytes=server.memory_cache_bytes,
         )
-        seq, specs = self.view_state()
+        seq, specs, _ = self.view_state()
         engine.sync(specs, seq)
         return engine

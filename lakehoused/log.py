@@ -8,17 +8,18 @@ UPDATE, DELETE, overwrite, gap or broken link, even from a raw sqlite3 connectio
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, TypeVar
 
 from lakehoused import faults
 from lakehoused.errors import DuplicateEvent, LogBusy, LogError
@@ -59,6 +60,43 @@ _TRIGGERS = {
         WHEN EXISTS (SELECT 1 FROM events WHERE seq = NEW.seq OR id = NEW.id)
         BEGIN SELECT RAISE(ABORT, 'events are append-only'); END""",
 }
+
+
+_R = TypeVar("_R")
+
+
+def _reading(method: Callable[..., _R]) -> Callable[..., _R]:
+    """Translate a driver error during a read into the error tree (never a bare 500)."""
+
+    @functools.wraps(method)
+    def wrapper(self: EventLog, *args: Any, **kwargs: Any) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            if _is_busy(e):
+                raise LogBusy(f"read {self.path}: {e}") from e
+            raise LogError(f"read {self.path}: {e}") from e
+
+    return wrapper
+
+
+@contextmanager
+def read_snapshot(conn: sqlite3.Connection, where: str) -> Iterator[sqlite3.Connection]:
+    """One read transaction on `conn`: every read inside sees one state of the database.
+
+    Nested use on the same connection joins the snapshot already open.
+    """
+    if conn.in_transaction:
+        yield conn
+        return
+    try:
+        conn.execute("BEGIN")
+        yield conn
+    except sqlite3.Error as e:
+        raise LogError(f"read {where}: {e}") from e
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
 
 
 def _is_busy(e: sqlite3.Error) -> bool:
@@ -285,6 +323,7 @@ class EventLog:
         self.lock = threading.RLock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         if read_only:
             self._conn = self._open_read_only()
         else:
@@ -364,25 +403,13 @@ class EventLog:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect_reader()
-            with self.lock:
+            with self._readers_lock:  # not self.lock: a write in progress must not stall it
                 self._readers.append(conn)
         return conn
 
-    @contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
+    def snapshot(self) -> AbstractContextManager[sqlite3.Connection]:
         """A read transaction on this thread's reader: every read inside sees one state."""
-        conn = self.reader()
-        if conn.in_transaction:  # already inside a snapshot on this thread
-            yield conn
-            return
-        try:
-            conn.execute("BEGIN")
-            yield conn
-        except sqlite3.Error as e:
-            raise LogError(f"read {self.path}: {e}") from e
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+        return read_snapshot(self.reader(), str(self.path))
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -391,7 +418,7 @@ class EventLog:
 
     def close(self) -> None:
         """Close every connection; the log cannot be used afterwards."""
-        with self.lock:
+        with self.lock, self._readers_lock:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
@@ -438,38 +465,48 @@ class EventLog:
         Raises DuplicateEvent if an event with this id is already in the log; whatever the
         projection raises (VersionConflict) rolls the append back, leaving nothing written.
         """
+        return self.append_all([event])[0]
+
+    def append_all(self, events: list[Event]) -> list[StoredEvent]:
+        """Append events in order and apply each to the projection, all in one transaction:
+        all of them are in the log, or none (as `append`, for each)."""
         try:
-            data_text = canonical_json(event.data)
+            texts = [canonical_json(event.data) for event in events]
         except (TypeError, ValueError) as e:
-            raise LogError(f"append {event.type}: data is not plain JSON: {e}") from e
-        with self._transaction(f"append {event.type}"):
-            found = self._conn.execute(
-                "SELECT seq FROM events WHERE id = ?", (event.id,)
-            ).fetchone()
-            if found:
-                raise DuplicateEvent(f"event {event.id} is already in the log at seq {found[0]}")
-            faults.point("log_fails", event.type)
+            raise LogError(f"append {events[0].type}: data is not plain JSON: {e}") from e
+        stored_all: list[StoredEvent] = []
+        with self._transaction(f"append {', '.join(e.type for e in events)}"):
             # Another process may have appended without folding; the projection must see
-            # every earlier event before this one.
+            # every earlier event before these.
             self._fold_pending()
-            seq, prev_hash = self._tail()
-            at = utc_now()
-            stored = StoredEvent(
-                seq=seq + 1,
-                id=event.id,
-                type=event.type,
-                dataset=event.dataset,
-                at=at,
-                data=json.loads(data_text),
-                prev_hash=prev_hash,
-                hash=event_hash(
-                    seq + 1, event.id, event.type, event.dataset, at, data_text, prev_hash
-                ),
-            )
-            self._insert(stored, data_text)
-            if self._projection is not None:
-                self._projection.apply(self._conn, stored)
-        return stored
+            for event, data_text in zip(events, texts, strict=True):
+                found = self._conn.execute(
+                    "SELECT seq FROM events WHERE id = ?", (event.id,)
+                ).fetchone()
+                if found:
+                    raise DuplicateEvent(
+                        f"event {event.id} is already in the log at seq {found[0]}"
+                    )
+                faults.point("log_fails", event.type)
+                seq, prev_hash = self._tail()
+                at = utc_now()
+                stored = StoredEvent(
+                    seq=seq + 1,
+                    id=event.id,
+                    type=event.type,
+                    dataset=event.dataset,
+                    at=at,
+                    data=json.loads(data_text),
+                    prev_hash=prev_hash,
+                    hash=event_hash(
+                        seq + 1, event.id, event.type, event.dataset, at, data_text, prev_hash
+                    ),
+                )
+                self._insert(stored, data_text)
+                if self._projection is not None:
+                    self._projection.apply(self._conn, stored)
+                stored_all.append(stored)
+        return stored_all
 
     def import_events(self, events: Iterable[StoredEvent]) -> int:
         """Insert exported events as they are into an EMPTY log, then fold them; one transaction.
@@ -577,6 +614,7 @@ class EventLog:
                 yield StoredEvent._from_row(row)
             after = rows[-1][0]
 
+    @_reading
     def read(
         self, after: int = 0, limit: int | None = None, type: str | None = None
     ) -> list[StoredEvent]:
@@ -592,6 +630,7 @@ class EventLog:
             args.append(limit)
         return [StoredEvent._from_row(r) for r in self.reader().execute(sql, args)]
 
+    @_reading
     def last(self, type: str | None = None, dataset: str | None = None) -> StoredEvent | None:
         """The latest event, optionally of one type and/or about one dataset."""
         sql = f"SELECT {_COLUMNS} FROM events WHERE 1"
@@ -605,6 +644,7 @@ class EventLog:
         row = self.reader().execute(sql + " ORDER BY seq DESC LIMIT 1", args).fetchone()
         return StoredEvent._from_row(row) if row else None
 
+    @_reading
     def find(self, event_id: str) -> StoredEvent | None:
         """The event with this id, if the log holds it (what a retried append collided with)."""
         row = (
@@ -615,10 +655,12 @@ class EventLog:
         return StoredEvent._from_row(row) if row else None
 
     @property
+    @_reading
     def last_seq(self) -> int:
         """The seq of the last event in the log (0 when empty)."""
         return _last_seq(self.reader())
 
+    @_reading
     def export(self, fh: TextIO) -> int:
         """Write the log as JSON Lines, one StoredEvent.to_json per line; returns the count.
 
@@ -630,6 +672,7 @@ class EventLog:
             count += 1
         return count
 
+    @_reading
     def verify_chain(self) -> list[str]:
         """Problems with the log: gaps in seq, rows whose hash or link is wrong, missing guards.
 

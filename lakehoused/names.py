@@ -7,6 +7,7 @@ watcher agree on every name without touching a filesystem.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePath, PurePosixPath
 
@@ -21,6 +22,7 @@ ACCEPTED_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
 # Names a writer uses while a file is still being written or is a backup copy.
 _IGNORED_ENDINGS = (".tmp", ".part", ".partial", ".crdownload", "~")
 _OUTSIDE_NAME_CHARS = re.compile(r"[^a-z0-9_]+")
+_LETTER_OR_DIGIT = re.compile(r"[a-z0-9]")
 REPLACE = "replace"
 """Mode of a top-level file: the file becomes the dataset's new version."""
 APPEND = "append"
@@ -36,21 +38,26 @@ def is_valid_dataset_name(name: str) -> bool:
 def normalise_dataset_name(raw: str) -> str:
     """Turn a file or folder name into a dataset name, or raise RejectedFile saying what to rename.
 
-    Lower case; each run of characters outside ``[a-z0-9_]`` becomes ``_``; a leading digit
-    gets a ``_`` prefix.
+    Letters are folded to ASCII (``Ünïcode`` -> ``unicode``), then lower case; each run of
+    characters outside ``[a-z0-9_]`` becomes ``_``; a leading digit gets a ``_`` prefix. A
+    name with no letter or digit left (``日本語``, ``-``) is refused rather than turned into
+    ``_``, which two different files would then share.
     """
-    name = _OUTSIDE_NAME_CHARS.sub("_", raw.lower())
+    folded = unicodedata.normalize("NFKD", raw).encode("ascii", "ignore").decode("ascii")
+    name = _OUTSIDE_NAME_CHARS.sub("_", folded.lower())
     if name[:1].isdigit():
         name = "_" + name
-    if is_valid_dataset_name(name):
+    if is_valid_dataset_name(name) and _LETTER_OR_DIGIT.search(name):
         return name
-    if not name:
+    if not raw:
         why = "it is empty"
+    elif not _LETTER_OR_DIGIT.search(name):
+        why = "no letter or digit is left once it is written in ASCII"
     else:
         why = f"it becomes {name!r}, {len(name)} characters long, over the limit of 63"
     raise RejectedFile(
-        f"{raw!r} is not a valid dataset name: {why}; rename it to at most 63 "
-        "lower case letters, digits and _ (not starting with a digit)",
+        f"{raw!r} is not a valid dataset name: {why}; rename the file (or folder) to at most "
+        "63 letters, digits and _, or ingest it with `lakehoused ingest FILE --dataset NAME`",
         value=raw,
     )
 

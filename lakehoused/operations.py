@@ -6,10 +6,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from lakehoused import retention
 from lakehoused.catalog import replay_digest
 from lakehoused.errors import LakehousedError
 from lakehoused.lakehouse import Lakehouse
 from lakehoused.log import read_export
+from lakehoused.retention import Expiry
 from lakehoused.store import OBJECTS_PREFIX, object_sha256
 
 GC_GRACE_S = 15 * 60
@@ -22,6 +24,7 @@ class GcReport:
 
     objects: list[str] = field(default_factory=list)
     workspaces: list[str] = field(default_factory=list)
+    expired: list[Expiry] = field(default_factory=list)
     skipped_in_flight: int = 0
 
 
@@ -43,7 +46,8 @@ def verify(lakehouse: Lakehouse) -> list[str]:
 
 
 def gc(lakehouse: Lakehouse, *, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcReport:
-    """Remove objects no event references, and workspaces a crash left behind.
+    """Expire versions by retention; remove objects no kept version references, and
+    workspaces a crash left behind.
 
     Never an object younger than `grace_s`, and none at all while an ingest is between
     putting its object and appending its event (delta-rs #3645: a VACUUM that raced a
@@ -52,6 +56,13 @@ def gc(lakehouse: Lakehouse, *, dry_run: bool = False, grace_s: float = GC_GRACE
     report = GcReport()
     in_flight = lakehouse.staging.in_flight()
     lakehouse.log.catch_up()
+    # Retention first: what it expires is then no longer referenced (a dry run only says).
+    for name in lakehouse.catalog.names(dropped=True):
+        found = retention.due(lakehouse.config, lakehouse.catalog, name)
+        if found is not None:
+            report.expired.append(found)
+            if not dry_run:
+                retention.expire(lakehouse.config, lakehouse.catalog, lakehouse.log, name)
     referenced = lakehouse.catalog.referenced_objects()
     store = lakehouse.store
     now = time.time()

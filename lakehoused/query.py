@@ -15,6 +15,7 @@ import hashlib
 import heapq
 import io
 import json
+import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -554,7 +555,8 @@ def _view_sql(name: str, spec: ViewSpec, cached: bool) -> tuple[str, str | None]
     """The SQL defining a dataset's view, and the cache table it reads (None: the objects)."""
     # union_by_name: an older part lacking a newer column reads it as NULL.
     columns = ", ".join(_ident(c.name) for c in spec.columns)
-    paths = ", ".join(_literal(str(Path(p).resolve())) for p in spec.paths)
+    # Absolute already (the object cache's root is); resolve() would cost a syscall a part.
+    paths = ", ".join(_literal(os.path.abspath(p)) for p in spec.paths)
     source = f"SELECT {columns} FROM read_parquet([{paths}], union_by_name = true)"
     if not cached:
         return f"CREATE OR REPLACE VIEW {_ident(name)} AS {source}", None

@@ -229,16 +229,9 @@ async def handle_datasets(request: web.Request) -> web.Response:
     etag = f'"{seq}"'
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers={"ETag": etag})
-    datasets = await asyncio.to_thread(backend.catalog.datasets)
-    body = {"datasets": [_dataset_json(d) for d in datasets], "catalog_seq": seq}
+    datasets = await asyncio.to_thread(backend.catalog.summaries)
+    body = {"datasets": datasets, "catalog_seq": seq}
     return web.json_response(body, headers={"ETag": etag}, dumps=_dumps)
-
-
-def _dataset_json(dataset: Any) -> dict:
-    data = dataset.to_json()
-    data.pop("parts", None)
-    data["parts"] = len(dataset.parts)
-    return data
 
 
 async def handle_dataset(request: web.Request) -> web.Response:
@@ -255,6 +248,22 @@ async def handle_dataset(request: web.Request) -> web.Response:
     if dataset is None:
         raise UnknownDataset(f"no dataset named {name!r}; GET /datasets lists them")
     body = dataset.to_json() | {"versions": [v.to_json() for v in versions], "catalog_seq": seq}
+    return web.json_response(body, dumps=_dumps)
+
+
+async def handle_history(request: web.Request) -> web.Response:
+    """GET /datasets/{name}/history: every version with when, why, rows, sources, schema diff."""
+    backend = request.app[BACKEND]
+    _ready(backend)
+    name = request.match_info["name"]
+    entries = await asyncio.to_thread(backend.catalog.history, name)
+    if not entries:
+        raise UnknownDataset(f"no dataset named {name!r}; GET /datasets lists them")
+    body = {
+        "name": name,
+        "versions": [e.to_json() for e in entries],
+        "catalog_seq": backend.engine.catalog_seq,
+    }
     return web.json_response(body, dumps=_dumps)
 
 
@@ -311,6 +320,7 @@ def make_app(backend: Backend, settings: ServerConfig) -> web.Application:
     app.router.add_get("/sql", handle_sql)
     app.router.add_get("/datasets", handle_datasets)
     app.router.add_get("/datasets/{name}", handle_dataset)
+    app.router.add_get("/datasets/{name}/history", handle_history)
     app.router.add_get("/events", handle_events)
     app.router.add_get("/health", handle_health)
     app.router.add_get("/status", handle_status)

@@ -66,3 +66,28 @@ def make_config(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture
+def make_daemon(make_config):
+    """Start the real daemon on a fresh inbox; `make_daemon(env={...}, **config sections)`.
+
+    Later calls in one test restart it on the same config (after a crash, say).
+    """
+    from tests.daemon_process import Daemon
+
+    started: list[Daemon] = []
+    state: dict[str, Path] = {}
+
+    def make(
+        env: dict[str, str] | None = None, args: tuple[str, ...] = (), **sections: str
+    ) -> Daemon:
+        if "config" not in state:
+            state["config"] = make_config(**sections)
+        daemon = Daemon(state["config"], env or {}, args)
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        daemon.stop()

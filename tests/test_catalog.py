@@ -14,6 +14,12 @@ from hypothesis import strategies as st
 
 from lakehoused.catalog import Catalog, replay_digest
 from lakehoused.errors import LogError, VersionConflict
+from lakehoused.events import (
+    DatasetDropped,
+    DatasetRolledBack,
+    PartRetracted,
+    VersionsExpired,
+)
 from lakehoused.log import Event, EventLog
 from lakehoused.schema import Column, fingerprint, schema_to_json
 
@@ -106,9 +112,13 @@ def test_replace_makes_the_object_the_only_part(make_log):
     assert [p.source_sha256 for p in info.parts] == [sha("b")]
     assert info.parts[0].version_added == 2 and info.parts[0].source_mtime == 1.5
     assert info.updated_at == e2.at and info.created_at < e2.at
-    assert [(v.version, v.rows, v.object_key) for v in cat.versions("workers")] == [
-        (1, 10, registered("workers", 1, source="a").data["object"]["key"]),
-        (2, 4, e2.data["object"]["key"]),
+    assert [(v.version, v.rows, v.event, v.schema) for v in cat.versions("workers")] == [
+        (1, 10, "dataset.registered", [ID, NAME]),
+        (2, 4, "dataset.registered", [ID, SCORE]),
+    ]
+    (_, parts) = cat.at_version("workers", 1)
+    assert [p.object_key for p in parts] == [
+        registered("workers", 1, source="a").data["object"]["key"]
     ]
     assert info.to_json()["schema"] == schema_to_json([ID, SCORE])
     assert cat.versions("nobody") == [] and cat.dataset("nobody") is None
@@ -271,9 +281,37 @@ actions = st.lists(
         ),
         st.tuples(st.just("reject"), st.sampled_from("abcde")),
         st.tuples(st.just("duplicate"), st.sampled_from(DATASETS), st.sampled_from("abcde")),
+        st.tuples(st.just("drop"), st.sampled_from(DATASETS)),
+        st.tuples(st.just("rollback"), st.sampled_from(DATASETS), st.integers(1, 8)),
+        st.tuples(st.just("retract"), st.sampled_from(DATASETS), st.integers(0, 5)),
+        st.tuples(st.just("expire"), st.sampled_from(DATASETS), st.integers(1, 8)),
     ),
-    max_size=25,
+    max_size=30,
 )
+
+
+def _command(log: EventLog, catalog: Catalog, step: tuple) -> bool:
+    """Append the command a step asks for, if the catalog allows it; whether it did."""
+    kind, name = step[0], step[1]
+    info = catalog.dataset(name)
+    last = catalog.last_version(name)
+    if kind == "drop" and info is not None:
+        event = DatasetDropped(dataset=name, version=last + 1, reason="test")
+    elif kind == "rollback" and last:
+        found = catalog.at_version(name, step[2])
+        if found is None or found[0].dropped:
+            return False
+        event = DatasetRolledBack(dataset=name, version=last + 1, to_version=step[2], reason="t")
+    elif kind == "retract" and info is not None and info.mode == "append" and info.parts:
+        part = info.parts[step[2] % len(info.parts)].object_key
+        event = PartRetracted(dataset=name, version=last + 1, part=part, reason="test")
+    elif kind == "expire" and last > 1:
+        old = [v.version for v in catalog.versions(name) if v.version < last][: step[2]]
+        event = VersionsExpired(dataset=name, versions=old, reason="test")
+    else:
+        return False
+    log.append(event.to_event())
+    return True
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -283,28 +321,34 @@ def test_incremental_projection_equals_replay(steps):
         catalog = Catalog()
         log = EventLog(Path(tmp) / "lakehoused.db", catalog)
         try:
-            versions: dict[str, int] = {}
+            appended = 0
             for step in steps:
                 if step[0] == "register":
                     _, name, mode, source, cols, rows = step
-                    version = versions.get(name, 0) + 1
+                    version = catalog.last_version(name) + 1
                     log.append(
                         registered(name, version, mode, source, list(COLUMN_SETS[cols]), rows)
                     )
-                    versions[name] = version
                 elif step[0] == "reject":
                     log.append(rejected(step[1]))
-                else:
-                    log.append(duplicate(step[1], versions.get(step[1], 0), step[2]))
+                elif step[0] == "duplicate":
+                    log.append(duplicate(step[1], catalog.last_version(step[1]), step[2]))
+                elif not _command(log, catalog, step):
+                    continue
+                appended += 1
             live = catalog.digest()
-            assert catalog.position() == log.last_seq == len(steps)
+            assert catalog.position() == log.last_seq == appended
             assert live == replay_digest(log.read())
             log.replay()
             assert catalog.digest() == live
-            for name, version in versions.items():
-                info = catalog.dataset(name)
-                assert info is not None and info.version == version
+            for info in catalog.datasets():
                 assert info.rows == sum(p.rows for p in info.parts)
+                assert info.version == catalog.last_version(info.name)
+                if info.mode == "replace":
+                    assert len(info.parts) <= 1
+            referenced = catalog.referenced_objects()
+            for info in catalog.datasets():
+                assert {p.object_key for p in info.parts} <= referenced.keys()
         finally:
             log.close()
 

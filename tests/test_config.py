@@ -251,7 +251,7 @@ def test_unknown_keys_are_named(load: Load, text: str, message: str) -> None:
         ),
         (
             "[datasets.w]\non_schema_change = 'merge'",
-            "datasets.w.on_schema_change: must be one of reject, add_columns, got 'merge'",
+            "datasets.w.on_schema_change: must be one of reject, add_columns, overwrite, got 'merge'",
         ),
         (
             "[datasets.workers]\ntypes = { zip = 'TEXT' }",

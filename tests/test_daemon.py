@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -10,136 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class Daemon:
-    """A running `lakehoused run` and a tiny HTTP client for it."""
-
-    def __init__(self, config: Path, env: dict[str, str]) -> None:
-        self.config = config
-        self.inbox = config.parent / "inbox"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "lakehoused", "run", "--config", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, **env},
-            cwd=config.parent,
-        )
-        self.output: list[str] = []
-        self.url = self._wait_for_url()
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _wait_for_url(self) -> str:
-        deadline = time.monotonic() + 30
-        assert self.process.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if line.startswith("lakehoused: serving on "):
-                return line.split()[-1]
-        raise AssertionError("daemon did not start:\n" + "".join(self.output))
-
-    def _drain(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-
-    def get(self, path: str, **params: object) -> dict:
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        with urllib.request.urlopen(self.url + path + query, timeout=10) as response:
-            return json.loads(response.read())
-
-    def sql(self, query: str) -> list[list]:
-        request = urllib.request.Request(
-            self.url + "/sql",
-            data=json.dumps({"sql": query}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())["rows"]
-
-    def wait_for(
-        self, check: Callable[[], object], timeout: float = 20.0, what: str = "condition"
-    ) -> object:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                result = check()
-            except (urllib.error.URLError, ConnectionError):
-                result = None
-            if result:
-                return result
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}\n" + "".join(self.output[-30:]))
-
-    def children(self) -> set[int]:
-        """The daemon's child processes (converters, multiprocessing's resource tracker)."""
-        found: set[int] = set()
-        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-            found |= {int(pid) for pid in (task / "children").read_text().split()}
-        return found
-
-    def events(self) -> list[dict]:
-        return self.get("/events", limit=1000)["events"]
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
-@pytest.fixture
-def make_daemon(make_config):
-    """Start the real daemon on a fresh inbox; `make_daemon(env={...}, **config sections)`."""
-    started: list[Daemon] = []
-    state: dict[str, Path] = {}
-
-    def make(env: dict[str, str] | None = None, **sections: str) -> Daemon:
-        if "config" not in state:
-            state["config"] = make_config(**sections)
-        daemon = Daemon(state["config"], env or {})
-        started.append(daemon)
-        return daemon
-
-    yield make
-    for daemon in started:
-        daemon.stop()
-
-
-def staged(tmp_path: Path, name: str, text: str) -> Path:
-    """A finished file outside the inbox, ready to be moved or copied in."""
-    path = tmp_path / "outside" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def rows(n: int, start: int = 0) -> str:
-    return "id,amount,note\n" + "".join(f"{i},{i * 1.5},row {i}\n" for i in range(start, start + n))
-
-
-def dataset_rows(daemon: Daemon, name: str) -> int | None:
-    try:
-        return daemon.sql(f"SELECT count(*) FROM {name}")[0][0]
-    except urllib.error.HTTPError:
-        return None
+from tests.daemon_process import dataset_rows, rows, staged
 
 
 def test_end_to_end_as_a_user(make_daemon, tmp_path):
@@ -249,7 +126,14 @@ def test_an_unexpected_converter_error_quarantines_the_file(make_daemon, tmp_pat
 
 
 @pytest.mark.parametrize(
-    "point", ["crash_after_convert", "crash_after_put", "crash_after_append", "crash_after_refresh"]
+    "point",
+    [
+        "crash_after_stage",
+        "crash_after_convert",
+        "crash_after_put",
+        "crash_after_append",
+        "crash_after_refresh",
+    ],
 )
 def test_sigkill_at_each_step_loses_and_duplicates_nothing(make_daemon, tmp_path, point):
     daemon = make_daemon(env={"LAKEHOUSED_FAULT": f"{point}:victim"})
@@ -284,6 +168,67 @@ def test_sigkill_at_each_step_loses_and_duplicates_nothing(make_daemon, tmp_path
     assert list((again.config.parent / "var" / "state" / "staging").iterdir()) == []
 
 
+@pytest.mark.parametrize("point", ["pause_stage", "pause_convert", "pause_archive"])
+def test_a_file_replaced_at_each_step_is_registered_exactly_once_in_order(
+    make_daemon, tmp_path, point
+):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    daemon = make_daemon(
+        env={"LAKEHOUSED_FAULT": f"{point}:w.csv", "LAKEHOUSED_FAULT_MARKS": str(marks)}
+    )
+    first, second = rows(3), rows(5, start=3)
+    os.rename(staged(tmp_path, "w1.csv", first), daemon.inbox / "w.csv")
+    daemon.wait_for(lambda: list(marks.iterdir()), what=f"the daemon paused at {point}")
+    os.rename(staged(tmp_path, "w2.csv", second), daemon.inbox / "w.csv")  # mid-step
+    daemon.wait_for(lambda: dataset_rows(daemon, "w") == 5, what="the second version")
+    daemon.wait_for(lambda: not (daemon.inbox / "w.csv").exists(), what="the second archived")
+
+    registered = [e for e in daemon.events() if e["type"] == "dataset.registered"]
+    assert [e["data"]["version"] for e in registered] == [1, 2]
+    shas = [hashlib.sha256(text.encode()).hexdigest() for text in (first, second)]
+    assert [e["data"]["source"]["sha256"] for e in registered] == shas
+    # Each object holds exactly the rows of the file its event names: none lost, none twice.
+    store = daemon.config.parent / "var" / "objects"
+    for event, text in zip(registered, (first, second), strict=True):
+        table = pq.read_table(store / event["data"]["object"]["key"])
+        assert table.column("id").to_pylist() == [
+            int(line.split(",")[0]) for line in text.splitlines()[1:]
+        ]
+    assert not [e for e in daemon.events() if e["type"] != "dataset.registered"]
+    done = sorted(p.read_text() for p in (daemon.inbox / ".done").glob("w*.csv"))
+    # The first file's name was taken before it could be archived, unless it was archived
+    # before the replacement (the pause is after archiving is decided, never during it).
+    assert second in done and all(text in (first, second) for text in done)
+
+
 def test_sigterm_stops_cleanly(make_daemon):
     daemon = make_daemon()
     assert daemon.stop() == 0
+
+
+def test_status_counts_every_file_seen_and_not_ended_during_a_burst(make_daemon, tmp_path):
+    # Each conversion takes a second: the files pile up behind the two converters.
+    daemon = make_daemon(env={"LAKEHOUSED_FAULT": "pause_convert"})
+    files = 12
+    for i in range(files):
+        name = f"d{i}.csv" if i % 2 else f"sales/p{i}.csv"
+        target = daemon.inbox / name
+        target.parent.mkdir(exist_ok=True)
+        os.rename(staged(tmp_path, f"f{i}.csv", rows(2, start=i * 2)), target)
+    seen_queued = False
+    while True:
+        status = daemon.get("/status")
+        counts = status["counts"]
+        assert status["files_pending"] == sum(counts.values())
+        ended = {e["data"]["source"]["name"] for e in daemon.events()}
+        if counts["waiting"] == 0:
+            # Every file is pending or ended (an ended one may still be in flight, archiving).
+            assert files <= status["files_pending"] + len(ended) <= files + counts["in_flight"]
+        seen_queued |= counts["queued"] > 0
+        assert counts["in_flight"] <= 4 and counts["retrying"] == 0
+        if len(ended) == files and status["files_pending"] == 0:
+            break
+        time.sleep(0.1)
+    assert seen_queued
+    assert dataset_rows(daemon, "sales") == 12

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import itertools
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -361,3 +363,42 @@ def test_each_insert_guard_holds_on_its_own(make_log, keep, sql, message):
     with pytest.raises(sqlite3.DatabaseError, match=message):
         conn.execute(sql)
     assert conn.execute("SELECT * FROM events ORDER BY seq").fetchall() == before
+
+
+def test_reads_never_wait_for_a_write_in_progress(make_log):
+    log = make_log()
+    log.append(Event("ingest.rejected", {"n": 1}))
+    done = threading.Event()
+
+    def hold_the_writer() -> None:
+        # A write in progress, as an fsynced append (or another process's long one) is.
+        with log._transaction("hold"):
+            log.connection.execute("SELECT 1")
+            done.wait(5)
+
+    writer = threading.Thread(target=hold_the_writer)
+    writer.start()
+    try:
+        started = time.monotonic()
+        assert [e.seq for e in log.read()] == [1]
+        assert log.last_seq == 1
+        assert time.monotonic() - started < 1.0
+    finally:
+        done.set()
+        writer.join()
+
+
+def test_read_only_refuses_a_missing_log_and_every_write(tmp_path, make_log):
+    missing = tmp_path / "nowhere" / "lakehoused.db"
+    with pytest.raises(LogError, match=r"check state\.path"):
+        EventLog(missing, read_only=True)
+    assert not missing.parent.exists()  # nothing was created
+    log = make_log()
+    log.append(Event("ingest.rejected", {"n": 1}))
+    reader = EventLog(log.path, read_only=True)
+    try:
+        assert reader.last_seq == 1
+        with pytest.raises(LogError, match="read-only"):
+            reader.append(Event("ingest.rejected", {"n": 2}))
+    finally:
+        reader.close()

@@ -175,7 +175,8 @@ async def test_min_seq_waits_for_the_catalog(api):
     assert not task.done()
     await api.drop("late.csv", "x\n1\n2\n")
     status, body = await task
-    assert (status, body["rows"], body["catalog_seq"]) == (200, [[2]], 1)
+    assert status == 200, body
+    assert (body["rows"], body["catalog_seq"]) == ([[2]], 1)
     status, body = await sql(api, "SELECT 1", min_seq=99)
     assert status == 503 and "seq 99" in body["error"]["message"]
 

@@ -96,6 +96,34 @@ def test_a_file_renamed_in_from_outside_is_handed_over(make_inbox: Callable[...,
     assert len(inbox.handed) == 3
 
 
+def test_a_fresh_file_renamed_in_does_not_wait_to_settle(make_inbox: Callable[..., Inbox]) -> None:
+    # Complete by convention once renamed into place; written in place, it must settle.
+    inbox = make_inbox(settle_ms=2000)
+    fresh = write(inbox.outside / "moved.csv")  # its mtime is now: no head start
+    started = time.monotonic()
+    os.rename(fresh, inbox.root / "moved.csv")
+    inbox.wait_for(1, timeout=1.5)
+    assert time.monotonic() - started < 1.0
+    write(inbox.root / "written.csv")
+    time.sleep(1.0)
+    assert inbox.paths() == [PurePosixPath("moved.csv")]  # still settling
+    assert inbox.wait_for(2, timeout=3.0)[1] == PurePosixPath("written.csv")
+
+
+def test_a_file_written_to_after_its_rename_settles_first(make_inbox: Callable[..., Inbox]) -> None:
+    inbox = make_inbox(settle_ms=500)
+    with open(inbox.outside / "grow.csv", "w") as fh:
+        fh.write("id\n1\n")
+        fh.flush()
+        os.rename(inbox.outside / "grow.csv", inbox.root / "grow.csv")
+        for i in range(5):  # the writer still holds it: not complete yet
+            time.sleep(0.05)
+            fh.write(f"{i}\n")
+            fh.flush()
+    inbox.wait_for(1)
+    assert inbox.handed == [(PurePosixPath("grow.csv"), (inbox.root / "grow.csv").stat().st_size)]
+
+
 def test_a_slow_writer_is_handed_over_after_it_closes(make_inbox: Callable[..., Inbox]) -> None:
     inbox = make_inbox()
     path = inbox.root / "slow.csv"

@@ -20,13 +20,14 @@ from typing import Any
 
 from aiohttp import web
 
-from lakehoused import systemd
+from lakehoused import retention, systemd
 from lakehoused.config import Config
 from lakehoused.daemon.converters import ConverterPool
 from lakehoused.daemon.files import FileIngest
 from lakehoused.daemon.health import BROKEN, Health, rfc3339
 from lakehoused.daemon.scheduler import IN_FLIGHT, RETRYING, Scheduler, Ticket
 from lakehoused.daemon.views import Views
+from lakehoused.errors import LakehousedError, Transient
 from lakehoused.inbox import SourceFile, open_inbox
 from lakehoused.ingest.pipeline import Outcome
 from lakehoused.lakehouse import Lakehouse
@@ -36,7 +37,9 @@ log = logging.getLogger("lakehoused")
 
 CONVERTERS = 2  # the machine's cores: one conversion each, the server shares them
 PARALLEL = CONVERTERS + 2  # files in flight: some stage or wait for views while others convert
-STOP_WAIT_S = 20  # how long SIGTERM lets the ingests in flight finish
+STOP_WAIT_S = 20
+RETENTION_SWEEP_S = 3600  # how often keep_days is applied to datasets that get no new files
+STATUS_LIST = 100  # files listed by /status (oldest first); the counts cover them all  # how long SIGTERM lets the ingests in flight finish
 _HEALTH_CHECK_S = 0.5
 
 
@@ -83,6 +86,7 @@ class Daemon:
         self.converters.start()
         self._spawn(self.views.follow())
         self._spawn(self._watch_health())
+        self._spawn(self._sweep_retention())
         await asyncio.to_thread(self.inbox.start, self._on_ready)
         self.ready = True
         log.info(
@@ -100,6 +104,8 @@ class Daemon:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.to_thread(self.converters.shutdown)
+        # A converter stopped mid-warm-up (or an ingest abandoned) leaves its workspace.
+        self.lakehouse.staging.remove_stale()
         self.engine.close()
         self.lakehouse.close()
         log.info("stopped")
@@ -144,6 +150,20 @@ class Daemon:
             elif not any(t.state == RETRYING for t in self.scheduler.tickets()):
                 self.health.recovered("inbox")
 
+    async def _sweep_retention(self) -> None:
+        """Expire versions that aged past `keep_days` in datasets nobody drops files into."""
+        while True:
+            await asyncio.sleep(RETENTION_SWEEP_S)
+            try:
+                lakehouse = self.lakehouse
+                await asyncio.to_thread(
+                    retention.expire_all, self.config, lakehouse.catalog, lakehouse.log
+                )
+            except Transient as e:
+                self.health.degraded("log", str(e))
+            except LakehousedError as e:
+                self.health.broken("log", f"retention could not record its expiries: {e}")
+
     async def wait_for_seq(self, seq: int, timeout_s: float) -> bool:
         """Wait until the views show `seq` (read-your-writes); False on timeout."""
         return await self.views.wait_for(seq, timeout_s)
@@ -169,17 +189,21 @@ class Daemon:
         for ticket in tickets:
             counts[ticket.state] += 1
         oldest = min([p.since for p in waiting] + [t.source.since for t in tickets], default=None)
+        pending = [
+            {"file": p.relpath.as_posix(), "state": p.state, "since": rfc3339(p.since)}
+            for p in waiting[:STATUS_LIST]
+        ]
+        pending += [t.to_json() for t in tickets if t.state != IN_FLIGHT][
+            : STATUS_LIST - len(pending)
+        ]
         return {
             "health": self.health.state,
             "accepting": self.scheduler.accepting,
             "files_pending": sum(counts.values()),
             "counts": counts,
             "oldest_pending_s": None if oldest is None else round(time.time() - oldest, 3),
-            "pending": [
-                {"file": p.relpath.as_posix(), "state": p.state, "since": rfc3339(p.since)}
-                for p in waiting
-            ]
-            + [t.to_json() for t in tickets if t.state != IN_FLIGHT],
+            "pending": pending,
+            "pending_listed": len(pending),
             "in_flight": [self._flight(t) for t in tickets if t.state == IN_FLIGHT],
             "last_ingested": self.last_ingested,
             "last_error": self.last_error,

@@ -49,13 +49,13 @@ class FileIngest:
         name = source.name.as_posix()
         with self.lakehouse.staging.workspace() as workspace:
             try:
-                faults.point("pause_stage", name)
                 staged = self.inbox.stage(source, workspace.source_path(source.name.name))
             except SourceGone:
                 return None  # removed (or renamed away) before we got to it
             faults.point("crash_after_stage", name)
             outcome = self.lakehouse.ingestor.ingest(staged, workspace, self.converters.convert)
-            self.views.reach(outcome.seq)
+            self.lakehouse.after_registration(outcome)
+            self.views.reach(self.lakehouse.log.last_seq)
             faults.point("crash_after_refresh", name)
             faults.point("pause_archive", name)
             self._settle(staged, outcome)

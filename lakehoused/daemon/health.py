@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 log = logging.getLogger("lakehoused")
 
@@ -36,7 +37,7 @@ class Problem:
 
 def rfc3339(ts: float) -> str:
     """A time as RFC 3339 UTC with microseconds."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Health:

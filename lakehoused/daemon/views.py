@@ -17,7 +17,7 @@ from lakehoused import events
 from lakehoused.daemon.health import Health
 from lakehoused.errors import LakehousedError, Transient
 from lakehoused.lakehouse import Lakehouse
-from lakehoused.query import QueryEngine
+from lakehoused.query import QueryEngine, ViewSpec
 
 log = logging.getLogger("lakehoused")
 
@@ -32,6 +32,7 @@ class Views:
         self.engine = engine
         self.health = health
         self._lock = threading.Lock()
+        self._specs: dict[str, ViewSpec] | None = None  # every view, as last synced
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None  # set, and replaced, after each refresh
 
@@ -59,9 +60,15 @@ class Views:
 
     def _refresh(self) -> int:
         before = self.engine.catalog_seq
-        seq, specs = self.lakehouse.view_state()
+        if self._specs is None:
+            seq, self._specs, _ = self.lakehouse.view_state()
+        else:
+            seq, changed, dropped = self.lakehouse.view_state(after=before)
+            self._specs.update(changed)
+            for name in dropped:
+                self._specs.pop(name, None)
         if seq != before:
-            self.engine.sync(specs, seq)
+            self.engine.sync(self._specs, seq)
             self._log_events(before, seq)
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._wake)

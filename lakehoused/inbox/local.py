@@ -17,7 +17,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from lakehoused import names
+from lakehoused import faults, names
 from lakehoused.errors import ConfigError, SourceChanged, SourceGone
 from lakehoused.inbox.base import OnReady, Pending, SourceFile, StagedSource
 from lakehoused.inbox.watcher import InboxWatcher
@@ -63,6 +63,7 @@ def stage_local(path: Path, into: Path) -> tuple[str, Identity]:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
             raise SourceGone(f"{path} is not a regular file")
+        faults.point("pause_stage", path.name)
         digest = hashlib.sha256()
         if _link_open_file(fd, path, into, before):
             while chunk := src.read(_CHUNK):
@@ -127,7 +128,7 @@ class LocalInbox:
         # Made before watching starts, so they are watched from the first file on: a file
         # moved into a folder not watched yet is a rename watchdog cannot pair, and it holds
         # every later event ~0.5 s waiting for the pair (measured: ~530 ms for the 2nd file).
-        for folder in (DONE, REJECTED):
+        for folder in (DONE, REJECTED, _CLAIMS):
             (self.root / folder).mkdir(exist_ok=True)
 
         def ready(relpath: PurePosixPath, since: float, seen: tuple[int, int]) -> None:

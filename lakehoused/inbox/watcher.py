@@ -3,22 +3,26 @@
 What watchdog 7.1 (inotify) reports, measured here:
 
 - ``cp`` into the inbox: created, opened, modified, closed (a close-after-write);
-- ``mv`` from elsewhere on the same filesystem: created only (moved, when the source was
-  already inside the watched tree);
+- ``mv`` from elsewhere on the same filesystem: moved, with no source (watchdog's "full
+  events"; without them it is reported as created);
 - a slow writer: modified per write, and closed only at the very end;
 - a folder moved in: created for the folder and for each file in it, no opened or closed;
 - a reader (``cat``, the daemon hashing a file): opened, closed_no_write.
 
 So a file becomes a *candidate* on a close-after-write, a move into the inbox, or a created
 event not followed by an opened one; an opened event holds it as *writing* until the last
-writer closes it. A candidate is *complete* once its size and mtime have not changed for
-``settle_ms``, and is then handed to ``on_ready`` once. A rescan at start and every
+writer closes it. A file moved into place is *complete* by convention (mv, rsync, and every
+tool that writes a temporary name first) unless it changes; any other candidate once its
+size and mtime have not changed for ``settle_ms``. Either way it is handed to ``on_ready``
+once, and only when no process holds it open for writing (a read lease is refused then). A rescan at start and every
 ``rescan_s`` seconds catches what notifications missed (inotify overflow, network
 filesystems), with the settle check alone standing guard.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import stat
 import threading
@@ -41,8 +45,8 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
+from watchdog.observers.inotify import InotifyObserver
 
 from lakehoused import faults
 from lakehoused.errors import ConfigError, InboxUnavailable
@@ -67,6 +71,7 @@ class _Entry:
     opens: int = 0  # writers and readers holding it open, from opened/closed events
     handed: Signature | None = None  # what was handed over last, if anything
     handed_at: float = 0.0  # time.monotonic() of that handover
+    renamed: bool = False  # renamed into place: complete by convention, unless it changes
 
 
 class InboxWatcher:
@@ -116,7 +121,9 @@ class InboxWatcher:
         if self.use_notifications:
             # Watch first, then scan: a file dropped in between is seen by one or the other
             # (both are idempotent), where scanning first would leave a blind gap.
-            observer = Observer()
+            # Full events: a file moved in from outside the inbox is a move, not a creation,
+            # so it is known to be complete (a created file may still be being written).
+            observer = InotifyObserver(generate_full_events=True)
             observer.schedule(_Handler(self), str(self.root), recursive=True)
             observer.start()  # the inotify watches exist once this returns
             self._observer = observer
@@ -217,7 +224,10 @@ class InboxWatcher:
                     del self._entries[relpath]  # gone (or no longer a file) while pending
                 elif signature != entry.signature:
                     entry.signature, entry.changed_at = signature, now
-                elif self._quiet_for(entry, now) >= self.settle_s:
+                    entry.renamed = False  # written after its rename: let it settle
+                elif (
+                    entry.renamed or self._quiet_for(entry, now) >= self.settle_s
+                ) and not self._held_by_writer(relpath, entry, now):
                     entry.state = _HANDED
                     # A close or rescan of a file that ended up as it was handed over
                     # (a writer that changed nothing) is not a new file.
@@ -312,7 +322,9 @@ class InboxWatcher:
                 if entry is not None and entry.state != _HANDED:
                     # Renamed over: whoever had the old file open is not writing this one.
                     del self._entries[dest]
-                self._candidate(dest)
+                # Renamed into place: complete by convention (mv, rsync, every tool that
+                # writes a temporary name first), so it need not settle.
+                self._candidate(dest, renamed=True)
                 return
         # watchdog also reports each file of a folder moved within the inbox; the scan
         # covers a folder whose per-file events never come.
@@ -341,7 +353,9 @@ class InboxWatcher:
 
     # -- state helpers (the caller holds the lock) -------------------------------------
 
-    def _candidate(self, relpath: PurePosixPath, *, from_scan: bool = False) -> bool:
+    def _candidate(
+        self, relpath: PurePosixPath, *, from_scan: bool = False, renamed: bool = False
+    ) -> bool:
         """Make ``relpath`` a candidate unless it is already known; True if it was new."""
         signature = self._signature(relpath)
         entry = self._entries.get(relpath)
@@ -351,13 +365,14 @@ class InboxWatcher:
             return False
         if entry is None:
             self._entries[relpath] = _Entry(
-                SETTLING, time.time(), signature, changed_at=time.monotonic()
+                SETTLING, time.time(), signature, changed_at=time.monotonic(), renamed=renamed
             )
             return True
         if entry.state == _HANDED and signature != entry.handed:
             # Changed since the handover: a new arrival, handed over again once settled.
             entry.state, entry.since, entry.opens = SETTLING, time.time(), 0
             entry.signature, entry.changed_at = signature, time.monotonic()
+            entry.renamed = renamed
             return True
         if entry.state == SETTLING and not from_scan:
             self._restat(relpath, entry, signature)
@@ -386,6 +401,14 @@ class InboxWatcher:
         except ValueError:
             return None
         return PurePosixPath(relative.as_posix()) if relative.parts else None
+
+    def _held_by_writer(self, relpath: PurePosixPath, entry: _Entry, now: float) -> bool:
+        """Whether a process still has the file open for writing (then it is not complete,
+        however it arrived); it settles again from now."""
+        if not _open_for_writing(self.root / relpath):
+            return False
+        entry.renamed, entry.changed_at = False, now
+        return True
 
     @staticmethod
     def _quiet_for(entry: _Entry, now: float) -> float:
@@ -422,6 +445,29 @@ class InboxWatcher:
                 relpath = here / name
                 if not is_ignored(relpath):
                     yield relpath
+
+
+def _open_for_writing(path: Path) -> bool:
+    """Whether some process has `path` open for writing, as far as the kernel can tell.
+
+    A read lease is granted only when no process has the file open for writing (fcntl(2)):
+    one taken and dropped at once answers the question. Where leases are not available (a
+    file of another owner without CAP_LEASE, a network filesystem) the answer is "no", and
+    the settle check and the rename convention stand alone.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as e:
+        return e.errno in (errno.EAGAIN, errno.EBUSY)
+    else:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)
 
 
 class _Handler(FileSystemEventHandler):

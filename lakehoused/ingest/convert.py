@@ -25,7 +25,7 @@ import functools
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -55,6 +55,9 @@ class Conversion:
 
     columns: list[Column]
     rows: int
+    # Per column, the OR of its values' classes (types.py): the evidence for its type, kept
+    # so a later file that needs a wider type can be told exactly which one.
+    classes: dict[str, int] = field(default_factory=dict)
 
 
 def _sql_string(value: str) -> str:
@@ -181,6 +184,8 @@ def convert(
     hints: Mapping[str, str] | None = None,
     existing: Sequence[Column] | None = None,
     on_schema_change: str = "reject",
+    mode: str = "replace",
+    existing_classes: Mapping[str, int] | None = None,
     progress: Progress | None = None,
 ) -> Conversion:
     """Convert the CSV file `source` into the Parquet file `target` (overwritten).
@@ -197,6 +202,8 @@ def convert(
         existing=existing,
         on_schema_change=on_schema_change,
         dataset=dataset,
+        mode=mode,
+        existing_classes=existing_classes,
     )
     source_sql = _read_csv_sql(source, fmt, dict.fromkeys(header, "VARCHAR"))
     con = _connect()
@@ -234,10 +241,12 @@ def convert(
     except duckdb.Error as e:
         _discard_connection()
         raise diagnose(source, fmt, expected_fields=len(header)) or _duckdb_reason(e) from e
-    return _describe_parquet(target, planned)
+    return _describe_parquet(target, planned, classes)
 
 
-def _describe_parquet(target: Path, planned: Sequence[tuple[str, str]]) -> Conversion:
+def _describe_parquet(
+    target: Path, planned: Sequence[tuple[str, str]], classes: Mapping[str, int]
+) -> Conversion:
     """Rows and per-column nullability, read from the Parquet footer's statistics."""
     meta = pq.ParquetFile(target).metadata
     nulls = [0] * len(planned)
@@ -249,4 +258,5 @@ def _describe_parquet(target: Path, planned: Sequence[tuple[str, str]]) -> Conve
     columns = [
         Column(name, type_, nullable=nulls[i] > 0) for i, (name, type_) in enumerate(planned)
     ]
-    return Conversion(columns=columns, rows=meta.num_rows)
+    seen = {name: int(classes.get(name, types.TEXT)) for name, _ in planned}
+    return Conversion(columns=columns, rows=meta.num_rows, classes=seen)

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from lakehoused import faults, names
 from lakehoused.catalog import Catalog
+from lakehoused.catalog.model import schema_diff
 from lakehoused.config import Config
 from lakehoused.errors import (
     DuplicateEvent,
@@ -26,13 +27,13 @@ from lakehoused.errors import (
     SourceChanged,
     VersionConflict,
 )
-from lakehoused.events import DatasetRegistered, IngestDuplicate, IngestRejected
+from lakehoused.events import DatasetRegistered, IngestDuplicate, IngestRejected, SchemaChanged
 from lakehoused.inbox.base import StagedSource
 from lakehoused.ingest.convert import Conversion, convert
 from lakehoused.ingest.csvfile import CsvFormat
 from lakehoused.ingest.staging import Workspace, file_sha256
 from lakehoused.log import EventLog, StoredEvent
-from lakehoused.schema import Column, fingerprint, schema_to_json
+from lakehoused.schema import Column, fingerprint, merge, schema_to_json
 from lakehoused.store import ObjectStore, object_key
 
 _RETRIES = 5  # another writer moved the dataset on meanwhile: look again, convert again
@@ -46,6 +47,7 @@ class Route:
 
     dataset: str
     mode: str
+    by_location: bool = False  # the mode comes from where the file was dropped, not a setting
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class ConvertJob:
     hints: dict[str, str] = field(default_factory=dict)
     existing: list[Column] | None = None
     on_schema_change: str = "reject"
+    mode: str = "replace"
+    existing_classes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class Converted:
 
 def run_job(job: ConvertJob, progress: Progress | None = None) -> Converted:
     """Convert, fsync and hash: the whole of step 1, wherever it runs."""
+    faults.point("pause_convert", job.name)
     conversion = convert(
         job.source,
         job.target,
@@ -81,6 +86,8 @@ def run_job(job: ConvertJob, progress: Progress | None = None) -> Converted:
         hints=job.hints,
         existing=job.existing,
         on_schema_change=job.on_schema_change,
+        mode=job.mode,
+        existing_classes=job.existing_classes,
         progress=progress,
     )
     with open(job.target, "rb") as fh:
@@ -129,17 +136,24 @@ class Ingestor:
     ) -> Route:
         """The dataset and mode of a source named `name` (relative to the inbox root).
 
-        An explicit `dataset` wins over the name; then the dataset's config, then an
-        explicit `mode`, override the mode its place implies. RejectedFile if it has none.
+        An explicit `dataset` wins over the name. The mode is, first of all, an explicit
+        `mode`, then the dataset's setting; with `dataset` given, the dataset's own mode
+        (replace for a new one); else the file's place in the inbox (DESIGN §2). RejectedFile
+        if it has no dataset.
         """
         if dataset is not None:
             if names.accepted_suffix(PurePosixPath(name).name) is None:
                 names.locate(PurePosixPath(name).name)  # raises: only CSV/TSV are ingested
-            chosen, by_location = names.normalise_dataset_name(dataset), names.REPLACE
+            chosen = names.normalise_dataset_name(dataset)
+            current = self.catalog.dataset(chosen)
+            by_location, implied = False, current.mode if current else names.REPLACE
         else:
             entry = names.locate(name)
-            chosen, by_location = entry.dataset, entry.mode
-        return Route(chosen, mode or self.config.dataset_options(chosen).mode or by_location)
+            chosen, by_location, implied = entry.dataset, True, entry.mode
+        chosen_mode = mode or self.config.dataset_options(chosen).mode
+        if chosen_mode is not None:
+            return Route(chosen, chosen_mode)
+        return Route(chosen, implied, by_location=by_location)
 
     def ingest(
         self,
@@ -196,6 +210,8 @@ class Ingestor:
             hints=dict(options.types),
             existing=current.schema if current else None,
             on_schema_change=options.on_schema_change,
+            mode=route.mode,
+            existing_classes=dict(current.classes) if current else {},
         )
 
     def _register(
@@ -203,6 +219,8 @@ class Ingestor:
     ) -> Outcome:
         name = staged.source.name.as_posix()
         current = self.catalog.dataset(route.dataset)
+        if current is not None and route.by_location and current.mode != route.mode:
+            raise RejectedFile(_mode_mismatch(name, route, current.mode, len(current.parts)))
         known = self.catalog.find_source(route.dataset, staged.sha256)
         if known is not None:
             # Same bytes as what the dataset already holds: the crash-after-append case too.
@@ -227,10 +245,29 @@ class Ingestor:
         self.store.put(key, job.target)
         faults.point("crash_after_put", name)
         conversion = converted.conversion
-        event = self.log.append(
+        version = self.catalog.last_version(route.dataset) + 1
+        events = []
+        if current is not None:
+            after = conversion.columns
+            if route.mode == names.APPEND:
+                after = merge(current.schema, conversion.columns)
+            diff = schema_diff(current.schema, after)
+            if any(diff.values()):
+                setting = self.config.dataset_options(route.dataset).on_schema_change
+                events.append(
+                    SchemaChanged(
+                        dataset=route.dataset,
+                        version=version,
+                        before=schema_to_json(current.schema),
+                        after=schema_to_json(after),
+                        setting=f'on_schema_change = "{setting}"',
+                        **diff,
+                    ).to_event()
+                )
+        events.append(
             DatasetRegistered(
                 dataset=route.dataset,
-                version=(current.version if current else 0) + 1,
+                version=version,
                 mode=route.mode,
                 object={
                     "key": key,
@@ -241,10 +278,29 @@ class Ingestor:
                 source=staged.facts(),
                 schema=schema_to_json(conversion.columns),
                 fingerprint=fingerprint(conversion.columns),
+                classes=dict(conversion.classes) or None,
             ).to_event()
         )
+        event = self.log.append_all(events)[-1]
         faults.point("crash_after_append", name)
         return Outcome("registered", name, route.dataset, event)
+
+
+def _mode_mismatch(name: str, route: Route, mode: str, parts: int) -> str:
+    """Why a file's place does not fit its dataset's mode, and the two ways to go on."""
+    dataset = route.dataset
+    if mode == names.APPEND:
+        return (
+            f"{name} is a top-level file, which would replace dataset {dataset}, but "
+            f"{dataset} is an append dataset ({parts} parts, dropped into inbox/{dataset}/); "
+            f"move it into inbox/{dataset}/ to add it as one more part, or set "
+            f'datasets.{dataset}.mode = "replace" to make it the whole dataset'
+        )
+    return (
+        f"{name} would be added as a part of dataset {dataset}, but {dataset} is a replace "
+        f"dataset (each top-level {dataset}.csv replaces it); drop it as inbox/{dataset}.csv "
+        f'to replace the dataset, or set datasets.{dataset}.mode = "append" to add it as a part'
+    )
 
 
 def _still(path: Path) -> tuple[int, int]:

@@ -139,6 +139,16 @@ def describe(classes: int) -> str:
     return ", ".join(w for bit, w in words.items() if classes & bit) or "only empty cells"
 
 
+def widened(old_type: str, old_classes: int | None, seen: int) -> str:
+    """The narrowest type holding a column's values so far and a new file's values.
+
+    `old_classes` is what the dataset's files held (recorded at each registration); unknown,
+    every value the old type can hold is assumed.
+    """
+    before = HOLDS[old_type] if old_classes is None else old_classes
+    return narrowest(before | seen)
+
+
 def plan_columns(
     header: Sequence[str],
     classes: Mapping[str, int],
@@ -147,19 +157,25 @@ def plan_columns(
     existing: Sequence[Column] | None,
     on_schema_change: str,
     dataset: str,
+    mode: str = "replace",
+    existing_classes: Mapping[str, int] | None = None,
 ) -> list[tuple[str, str]]:
     """The (name, type) of each column to write, in the dataset's order.
 
     Rules: a `types` hint wins, but only if it holds every value; an existing dataset's
     type is kept when it holds this file's values (narrower data is not a schema change);
     anything else that differs from the dataset is a schema change, rejected unless
-    `on_schema_change = "add_columns"` and the change is only new columns.
+    `on_schema_change` allows it: "add_columns" lets new columns in; "overwrite" makes a
+    replace dataset's new version whatever this file holds. Every rejection names the
+    setting or command that would let the file in.
     """
     unknown = sorted(set(hints) - set(header))
     if unknown:
         raise RejectedFile(
             f"datasets.{dataset}.types names column(s) {', '.join(unknown)} "
-            f"that this file does not have (its columns: {', '.join(header)})"
+            f"that this file does not have (its columns: {', '.join(header)}); "
+            f"remove {', '.join(unknown)} from datasets.{dataset}.types",
+            column=unknown[0],
         )
     chosen: dict[str, str] = {}
     for name in header:
@@ -169,37 +185,51 @@ def plan_columns(
             if not holds(hint, seen):
                 raise RejectedFile(
                     f"column {name} is set to {hint} in datasets.{dataset}.types, but it "
-                    f"holds {describe(seen)}; fix the values or the setting",
+                    f"holds {describe(seen)}; set datasets.{dataset}.types.{name} = "
+                    f'"{narrowest(seen)}" (or remove it from datasets.{dataset}.types)',
                     column=name,
                 )
             chosen[name] = hint
         else:
             chosen[name] = narrowest(seen)
-    if existing is None:
+    if existing is None or (on_schema_change == "overwrite" and mode == "replace"):
         return list(chosen.items())
 
+    replace = mode == "replace"
+    overwrite = f'set datasets.{dataset}.on_schema_change = "overwrite" to make'
     old = {c.name: c.type for c in existing}
     missing = [c.name for c in existing if c.name not in chosen]
     if missing:
+        advice = (
+            f"{overwrite} this file's columns the dataset's new schema"
+            if replace
+            else "add them to this file (empty values are fine)"
+        )
         raise RejectedFile(
             f"schema change: column(s) {', '.join(missing)} of dataset {dataset} are missing "
-            "from this file; add them (empty values are fine)",
+            f"from this file; {advice}",
             column=missing[0],
         )
     for name, type_ in chosen.items():
         if name in old and type_ != old[name]:
-            if name not in hints and holds(old[name], classes.get(name, TEXT)):
+            seen = classes.get(name, TEXT)
+            if name not in hints and holds(old[name], seen):
                 chosen[name] = old[name]  # narrower values fit the dataset's type
                 continue
+            wider = widened(old[name], (existing_classes or {}).get(name), seen)
+            advice = (
+                f"{overwrite} this file the new version with {name} as {type_}"
+                if replace
+                else f'run `lakehoused widen {dataset} {name} {wider} --reason "..."` to '
+                f"rewrite its parts with {name} as {wider}, then drop this file again"
+            )
             raise RejectedFile(
                 f"schema change: column {name} of dataset {dataset} is {old[name]}, but this "
-                f"file holds {describe(classes.get(name, TEXT))}, which need {type_}; set "
-                f'datasets.{dataset}.types = {{ {name} = "{type_}" }} and re-drop the files, '
-                f"or add its tokens to datasets.{dataset}.null_values",
+                f"file holds {describe(seen)}, which need {type_}; {advice}",
                 column=name,
             )
     added = [name for name in chosen if name not in old]
-    if added and on_schema_change != "add_columns":
+    if added and on_schema_change not in ("add_columns", "overwrite"):
         raise RejectedFile(
             f"schema change: new column(s) {', '.join(added)} for dataset {dataset}; set "
             f'datasets.{dataset}.on_schema_change = "add_columns" to accept them',

@@ -125,6 +125,10 @@ class ReadThroughCache:
         """The local copy of `key`, downloaded (and checked) first if it is not here."""
         local = self.local(key)
         with self._lock:
+            if key not in self._live:
+                # Read outside the current views (an older version, a rewrite): kept for
+                # the grace period all the same, as its reader may still be at it.
+                self._kept_until[key] = time.monotonic() + self.grace_s
             if key in self._sizes and local.is_file():
                 self._sizes.move_to_end(key)
                 return local
