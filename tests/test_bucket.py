@@ -15,8 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import urllib3
-from s3server import ACCESS_KEY, SECRET_KEY, Nanio, list_keys
-from test_query import attacks
 
 from lakehoused.config import load_config
 from lakehoused.errors import QueryError, StoreError
@@ -29,6 +27,8 @@ from lakehoused.s3 import Bucket
 from lakehoused.schema import Column
 from lakehoused.store import S3ObjectStore, object_key, object_sha256
 from lakehoused.store.cache import ReadThroughCache
+from tests.s3server import ACCESS_KEY, SECRET_KEY, Nanio, list_keys
+from tests.test_query import attacks
 
 # -- the read-through cache ------------------------------------------------------------------
 

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from s3server import ACCESS_KEY, KEYS_ENV, SECRET_KEY, Nanio, list_keys
-from test_daemon import Daemon, dataset_rows, rows
 
 from lakehoused.daemon.scheduler import BACKOFF_S
+from tests.daemon_process import Daemon, dataset_rows, rows
+from tests.s3server import ACCESS_KEY, KEYS_ENV, SECRET_KEY, Nanio, list_keys
 
 PREFIX = "drop/"
 LAKE = "lake/"

@@ -15,10 +15,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 from minio.error import S3Error
-from s3server import list_keys
 
 from lakehoused.errors import SourceGone
 from lakehoused.inbox import BucketInbox, Inbox, LocalInbox, SourceFile
+from tests.s3server import list_keys
 
 
 class LocalHarness:
