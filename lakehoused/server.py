@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from lakehoused import __version__, query
+from lakehoused import __version__, metrics, query, search
 from lakehoused.catalog import Catalog
 from lakehoused.config import ServerConfig
 from lakehoused.errors import LakehousedError, QueryError, UnknownDataset
@@ -191,6 +191,7 @@ async def handle_sql(request: web.Request) -> web.StreamResponse:
             headers={"X-Catalog-Seq": str(answer.catalog_seq)},
         )
     result = await loop.run_in_executor(pool, backend.engine.execute, sql)
+    metrics.count_streamed_rows(request, result)
     headers = {"X-Catalog-Seq": str(result.catalog_seq)}
     chunks = {"ndjson": query.iter_ndjson, "csv": query.iter_csv, "arrow": query.iter_arrow}[fmt]
     return await _stream(request, pool, chunks(result), FORMATS[fmt], headers, result.close)
@@ -252,16 +253,33 @@ async def handle_dataset(request: web.Request) -> web.Response:
 
 
 async def handle_events(request: web.Request) -> web.Response:
-    """GET /events?after=SEQ&limit=N: the log, in order."""
+    """GET /events: the log in order (`after`), or newest first (`order=desc`, `before`),
+    filtered by `type` and `dataset`, searched by `q`."""
     backend = request.app[BACKEND]
-    after = _int_option(dict(request.query), "after", 0)
-    limit = min(_int_option(dict(request.query), "limit", 100, low=1), EVENTS_LIMIT)
-    events = await asyncio.to_thread(backend.log.read, after, limit)
-    body = {
-        "events": [e.to_json() for e in events],
-        "next_after": events[-1].seq if events else after,
-        "catalog_seq": backend.engine.catalog_seq,
-    }
+    params = dict(request.query)
+    order = params.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise QueryError(f"order must be asc or desc; got {order!r}")
+    after = _int_option(params, "after", 0)
+    before = _int_option(params, "before", None, low=1)
+    limit = min(_int_option(params, "limit", 100, low=1), EVENTS_LIMIT)
+    found = await asyncio.to_thread(
+        search.find_events,
+        backend.log,
+        after=after,
+        before=before,
+        limit=limit,
+        newest_first=order == "desc",
+        type=params.get("type") or None,
+        dataset=params.get("dataset") or None,
+        text=params.get("q"),
+    )
+    body: dict[str, Any] = {"events": [e.to_json() for e in found]}
+    if order == "desc":
+        body["next_before"] = found[-1].seq if len(found) == limit else None
+    else:
+        body["next_after"] = found[-1].seq if found else after
+    body["catalog_seq"] = backend.engine.catalog_seq
     return web.json_response(body, dumps=_dumps)
 
 

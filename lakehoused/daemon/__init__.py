@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from lakehoused import systemd
+from lakehoused import metrics, systemd
 from lakehoused.config import Config
 from lakehoused.daemon.converters import ConverterPool
 from lakehoused.daemon.files import FileIngest
@@ -30,6 +30,7 @@ from lakehoused.daemon.views import Views
 from lakehoused.inbox import SourceFile, open_inbox
 from lakehoused.ingest.pipeline import Outcome
 from lakehoused.lakehouse import Lakehouse
+from lakehoused.metrics import Metrics
 from lakehoused.server import BACKEND, make_app
 
 log = logging.getLogger("lakehoused")
@@ -53,7 +54,8 @@ class Daemon:
         # A crash left these behind; their locks died with their process.
         self.lakehouse.staging.remove_stale()
         self.engine = self.lakehouse.open_engine()
-        self.views = Views(self.lakehouse, self.engine, self.health)
+        self.metrics = Metrics()
+        self.views = Views(self.lakehouse, self.engine, self.health, self.metrics.count_event)
         self.inbox = open_inbox(config.inbox)
         self.converters = ConverterPool(config, CONVERTERS)
         self.scheduler = Scheduler(
@@ -67,6 +69,7 @@ class Daemon:
             parallel=PARALLEL,
             health=self.health,
             on_done=self._done,
+            on_retry=self.metrics.ingest_retried,
         )
         self.ready = False
         self.started = time.time()
@@ -116,6 +119,7 @@ class Daemon:
             self._loop.call_soon_threadsafe(self.scheduler.offer, source)
 
     def _done(self, ticket: Ticket, outcome: Outcome | None) -> None:
+        self.metrics.ingest_ended(ticket, outcome)
         if self.config.inbox.after_ingest != "keep" or outcome is None:
             self.inbox.forget(ticket.source)  # a kept file is handed over again only if changed
         if outcome is None:
@@ -210,6 +214,7 @@ def build_app(config: Config, **options: Any) -> web.Application:
     """The aiohttp application with the daemon's whole lifecycle in its cleanup context."""
     daemon = Daemon(config, **options)
     app = make_app(daemon, config.server)
+    metrics.install(app, daemon.metrics, daemon)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await daemon.start()
