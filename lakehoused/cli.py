@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
         help="a `log export` file, into an empty state directory",
     )
     command("verify", "check the hash chain, seq gaps, replay digest and every object's sha256")
+    status = command("status", "the running daemon's health and backlog, for a person")
+    status.add_argument("--json", action="store_true", help="the daemon's /status answer")
+    status.add_argument("--url", help="the daemon's address (default: from server.host/port)")
     gc = command("gc", "remove objects no event references, and stale staging workspaces")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     gc.add_argument(
@@ -233,6 +236,19 @@ def cmd_gc(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    """Ask the daemon; exit 1 when it is broken (or unreachable)."""
+    from lakehoused import status
+
+    url = (args.url or status.daemon_url(config.server)).rstrip("/")
+    health, body = status.fetch(url, config.server.token)
+    if args.json:
+        print(json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False))
+    else:
+        print(status.render(url, health, body))
+    return 1 if health.get("status") == "broken" else 0
+
+
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
@@ -249,4 +265,5 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "replay": cmd_replay,
     "verify": cmd_verify,
     "gc": cmd_gc,
+    "status": cmd_status,
 }
