@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from lakehoused import __version__, metrics, query, search
+from lakehoused import __version__, events, metrics, query, search
+from lakehoused import web as page
 from lakehoused.catalog import Catalog
 from lakehoused.config import ServerConfig
 from lakehoused.errors import LakehousedError, QueryError, UnknownDataset
@@ -97,9 +98,10 @@ async def errors_middleware(
 async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """With an API token configured, every route but /health needs `Authorization: Bearer`."""
+    """With an API token configured, every route but /health and the page (which holds no
+    data and asks for the token itself) needs `Authorization: Bearer`."""
     token = request.app[SETTINGS].token
-    if token and request.path != "/health":
+    if token and request.path != "/health" and not page.is_public(request.path):
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
             return _error(
@@ -274,7 +276,10 @@ async def handle_events(request: web.Request) -> web.Response:
         dataset=params.get("dataset") or None,
         text=params.get("q"),
     )
-    body: dict[str, Any] = {"events": [e.to_json() for e in found]}
+    # `summary` is the line the logs and `lakehoused log` show for it.
+    body: dict[str, Any] = {
+        "events": [e.to_json() | {"summary": events.describe(e)} for e in found]
+    }
     if order == "desc":
         body["next_before"] = found[-1].seq if len(found) == limit else None
     else:
@@ -325,4 +330,5 @@ def make_app(backend: Backend, settings: ServerConfig) -> web.Application:
     app.router.add_get("/events", handle_events)
     app.router.add_get("/health", handle_health)
     app.router.add_get("/status", handle_status)
+    page.add_routes(app)
     return app
