@@ -97,7 +97,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     """The daemon."""
     from lakehoused.daemon import run
 
-    logs.setup(args.log_format)
+    logs.setup(args.log_format, config.server.log_level.upper())
     return run(config)
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from lakehoused import __version__, events, metrics, query, search
 from lakehoused import web as page
 from lakehoused.catalog import Catalog
-from lakehoused.config import ServerConfig
+from lakehoused.config import Config, ServerConfig
 from lakehoused.errors import LakehousedError, QueryError, UnknownDataset
 from lakehoused.log import EventLog
 
@@ -46,6 +46,7 @@ class Backend(Protocol):
     """What the server needs from the daemon."""
 
     ready: bool
+    config: Config  # the server's limits are read from it per request (SIGHUP swaps it)
     engine: query.QueryEngine
     catalog: Catalog
     log: EventLog
@@ -172,7 +173,8 @@ def _int_option(options: dict, name: str, default: int | None, *, low: int = 0) 
 
 async def handle_sql(request: web.Request) -> web.StreamResponse:
     """POST /sql and GET /sql?q=: one SELECT, answered in json, ndjson, csv or arrow."""
-    backend, settings, pool = request.app[BACKEND], request.app[SETTINGS], request.app[POOL]
+    backend, pool = request.app[BACKEND], request.app[POOL]
+    settings = backend.config.server  # its limits now: a reload may have changed them
     _ready(backend)
     sql, explicit, options = await _sql_request(request)
     fmt = _choose_format(explicit, request.headers.get("Accept", ""))
