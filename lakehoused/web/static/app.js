@@ -451,16 +451,25 @@ async function historyPanel(name) {
   }
 }
 
-function eventsTable(events, id) {
+/** `text` with the words of a search marked where they occur. */
+function highlight(text, q) {
+  const words = (q || "").split(/\s+/).filter(Boolean).map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  if (!words.length) return text;
+  const parts = text.split(new RegExp(`(${words.join("|")})`, "giu"));
+  return parts.map((part, i) => (i % 2 ? h("mark", {}, part) : part));
+}
+
+function eventsTable(events, id, q = "") {
   if (!events.length) return emptyState("No event matches.");
+  const known = new Set(state.datasets.map((d) => d.name));
   return table(["Seq", "When", "Type", "Dataset", "What"], events.map((e) => h("tr", {},
     h("td", { class: "muted" }, e.seq),
     h("td", {}, when(e.at)),
     h("td", {}, badge(e.type)),
-    h("td", { class: "mono" }, e.dataset
-      ? h("a", { href: `#/datasets/${encodeURIComponent(e.dataset)}` }, e.dataset) : "–"),
+    h("td", { class: "mono" }, !e.dataset ? "–" : known.has(e.dataset)
+      ? h("a", { href: `#/datasets/${encodeURIComponent(e.dataset)}` }, e.dataset) : e.dataset),
     h("td", { class: "what" }, h("details", {},
-      h("summary", {}, e.summary || e.type),
+      h("summary", {}, highlight(e.summary || e.type, q)),
       h("pre", {}, JSON.stringify(e.data, null, 2)))))), { id, class: "events" });
 }
 
@@ -476,7 +485,7 @@ async function sqlView(main, r, view) {
   const run = h("button", { type: "button", class: "primary", id: "run-query", onclick: () => execute() }, "Run ▶");
   const downloads = Object.keys(DOWNLOADS).map((fmt) => h("button", {
     type: "button", id: `download-${fmt}`, onclick: () => download(fmt),
-  }, fmt === "ndjson" ? "NDJSON" : fmt.toUpperCase()));
+  }, { csv: "CSV", ndjson: "NDJSON", arrow: "Arrow" }[fmt]));
   main.append(
     h("div", { class: "view-head" }, h("div", {}, h("h1", {}, "Query"),
       h("p", { class: "muted" }, "One SELECT over the datasets. The query is in the address, so the link can be shared."))),
@@ -612,7 +621,7 @@ async function eventsView(main, r, view) {
     history.replaceState(null, "", `#/events${query({ ...f, before })}`);
     try {
       const body = await getJSON(`/events${query({ ...f, before, order: "desc", limit: EVENTS_PAGE })}`);
-      list.replaceChildren(eventsTable(body.events, "events-table"));
+      list.replaceChildren(eventsTable(body.events, "events-table", f.q));
       older.disabled = body.next_before === null;
       older.dataset.next = body.next_before ?? "";
       newer.disabled = pages.length <= 1;
