@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -99,7 +102,7 @@ def test_counters_move_with_ingests_and_queries(make_daemon, tmp_path):
     )
 
 
-def test_metrics_need_the_token_and_count_store_errors(make_daemon, tmp_path):
+def test_a_store_failure_in_metrics_and_status_behind_the_token(make_daemon, tmp_path):
     daemon = make_daemon(env={"LH_TOKEN": "s3cret"}, server='token_env = "LH_TOKEN"')
     with pytest.raises(urllib.error.HTTPError) as refused:
         scrape(daemon)
@@ -120,8 +123,48 @@ def test_metrics_need_the_token_and_count_store_errors(make_daemon, tmp_path):
     assert value(samples, "lakehoused_oldest_pending_seconds") > 0
     assert value(samples, "lakehoused_health", state="degraded") == 1
 
+    # `lakehoused status` says the same for a person, with the token the config names.
+    port = daemon.url.rsplit(":", 1)[1]
+    command = [sys.executable, "-m", "lakehoused", "status", "--config", str(daemon.config)]
+    shown = subprocess.run(
+        [*command, "--url", f"http://127.0.0.1:{port}"],
+        env={**os.environ, "LH_TOKEN": "s3cret"},
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0, shown.stderr  # degraded still serves
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith(f"lakehoused at http://127.0.0.1:{port}: degraded, catalog at seq 0")
+    assert lines[1].startswith("backlog: 1 file pending (0 waiting, 0 queued, ")
+    assert any(line.startswith("  retrying   w.csv: try ") for line in lines)
+    assert any(line.startswith("problem: store: ") for line in lines)
+    refused = subprocess.run(
+        [*command, "--url", f"http://127.0.0.1:{port}"],
+        env={**os.environ, "LH_TOKEN": "wrong"},
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1
+    assert "refused the API token" in refused.stderr and "wrong" not in refused.stderr
+
 
 def test_json_row_count_reads_the_top_level_key():
     body = b'{"columns":[],"rows":[[{"row_count":99}]],"row_count":1,"truncated":false}'
     assert json_row_count(body) == 1
     assert json_row_count(b'{"error":{"code":"bad_sql"}}') == 0
+
+
+def test_status_finds_the_daemon_from_its_config_and_says_when_it_cannot():
+    from lakehoused.config import ServerConfig
+    from lakehoused.errors import LakehousedError
+    from lakehoused.status import daemon_url, fetch
+
+    assert daemon_url(ServerConfig(host="0.0.0.0", port=8765)) == "http://127.0.0.1:8765"
+    assert daemon_url(ServerConfig(host="::", port=80, token="t")) == "http://[::1]:80"
+    assert daemon_url(ServerConfig(host="localhost", port=1)) == "http://localhost:1"
+    with pytest.raises(LakehousedError, match="--url"):
+        daemon_url(ServerConfig(port=0))
+    with pytest.raises(
+        LakehousedError, match=re.escape("cannot reach the daemon at http://127.0.0.1:9:")
+    ):
+        fetch("http://127.0.0.1:9", None, timeout_s=2)
