@@ -75,23 +75,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def repository_files() -> list[Path]:
+    """What a fresh clone holds (and files not yet committed), relative to the root."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout.split(b"\0")
+        return [Path(name.decode()) for name in listed if name]
+    except (OSError, subprocess.CalledProcessError):  # an unpacked archive, not a checkout
+        skip = {".git", ".venv", "var", "inbox", "__pycache__", ".pytest_cache", ".ruff_cache"}
+        return [
+            p.relative_to(ROOT)
+            for p in ROOT.rglob("*")
+            if p.is_file() and not skip & set(p.relative_to(ROOT).parts)
+        ]
+
+
 def copy_repository(into: Path) -> None:
     """The files a fresh clone has, and the test run's own environment as its .venv."""
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.split(b"\0")
-    untracked = subprocess.run(
-        ["git", "ls-files", "-z", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, tracked + untracked):
-        source = ROOT / name.decode()
-        if source.is_file():
-            target = into / name.decode()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+    for name in repository_files():
+        if (ROOT / name).is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, into / name)
+    (into / "inbox").mkdir(exist_ok=True)
     # `make run` reuses this environment (its stamp is newer than pyproject.toml) rather than
     # installing a new one: the tour is about the daemon, not about pip.
     venv = into / ".venv"
@@ -101,6 +110,8 @@ def copy_repository(into: Path) -> None:
 
 
 def test_the_readme_tour_runs_as_written(tmp_path):
+    for tool in ("make", "curl", "python3"):
+        assert shutil.which(tool), f"the tour needs {tool} on PATH"
     steps = tour_steps(README.read_text(encoding="utf-8"))
     assert steps and steps[0].background, "the tour starts the daemon first"
     repo = tmp_path / "lakehoused"
