@@ -272,18 +272,19 @@ async def handle_events(request: web.Request) -> web.Response:
         backend.log,
         after=after,
         before=before,
-        limit=limit,
+        limit=limit + 1,  # one more than asked: whether another page follows
         newest_first=order == "desc",
         type=params.get("type") or None,
         dataset=params.get("dataset") or None,
         text=params.get("q"),
     )
+    more, found = len(found) > limit, found[:limit]
     # `summary` is the line the logs and `lakehoused log` show for it.
     body: dict[str, Any] = {
         "events": [e.to_json() | {"summary": events.describe(e)} for e in found]
     }
     if order == "desc":
-        body["next_before"] = found[-1].seq if len(found) == limit else None
+        body["next_before"] = found[-1].seq if more else None
     else:
         body["next_after"] = found[-1].seq if found else after
     body["catalog_seq"] = backend.engine.catalog_seq
