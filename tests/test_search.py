@@ -5,13 +5,10 @@ from __future__ import annotations
 import pytest
 
 from lakehoused.catalog import Catalog
-from lakehoused.config import load_config
 from lakehoused.errors import VersionConflict
 from lakehoused.events import DatasetRegistered, IngestDuplicate, IngestRejected
-from lakehoused.lakehouse import Lakehouse
 from lakehoused.log import EventLog
 from lakehoused.search import EventSearch, Projections, find_events, fts_query
-from lakehoused.server import make_app
 
 
 def rejected(name: str, reason: str, dataset: str | None = None, **details):
@@ -123,49 +120,31 @@ def test_a_log_from_before_the_index_is_indexed_on_open(tmp_path):
         assert position == 3
 
 
-class _LogOnly:
-    """A backend over a real lakehouse with no daemon: /events reads only its log."""
+async def test_get_events_filters_searches_and_pages(lakehouse_client):
+    client = await lakehouse_client()
+    for event in (
+        rejected("sales/2026-11-01.csv", "line 3: expected 2 fields, got 3", "sales"),
+        rejected("bad.csv", "not UTF-8 at byte 17", "bad", byte_offset=17),
+        duplicate("sales/2026-11-02.csv", "sales"),
+        rejected("late.csv", "a ragged row at line 9", "late"),
+    ):
+        client.backend.log.append(event)
 
-    ready = True
+    async def get(**params) -> dict:
+        response = await client.get("/events", params=params)
+        assert response.status == 200, await response.text()
+        return await response.json()
 
-    def __init__(self, lakehouse: Lakehouse) -> None:
-        self.config = lakehouse.config
-        self.log = lakehouse.log
-        self.catalog = lakehouse.catalog
-        self.engine = lakehouse.open_engine()
-
-
-async def test_get_events_filters_searches_and_pages(aiohttp_client, make_config):
-    config = load_config(make_config())
-    with Lakehouse(config) as lakehouse:
-        for event in (
-            rejected("sales/2026-11-01.csv", "line 3: expected 2 fields, got 3", "sales"),
-            rejected("bad.csv", "not UTF-8 at byte 17", "bad", byte_offset=17),
-            duplicate("sales/2026-11-02.csv", "sales"),
-            rejected("late.csv", "a ragged row at line 9", "late"),
-        ):
-            lakehouse.log.append(event)
-        backend = _LogOnly(lakehouse)
-        client = await aiohttp_client(make_app(backend, config.server))
-
-        async def get(**params) -> dict:
-            response = await client.get("/events", params=params)
-            assert response.status == 200, await response.text()
-            return await response.json()
-
-        first = await get(order="desc", limit=3)
-        assert [e["seq"] for e in first["events"]] == [4, 3, 2]
-        assert first["next_before"] == 2 and "next_after" not in first
-        last = await get(order="desc", limit=1, before=first["next_before"])
-        assert [e["seq"] for e in last["events"]] == [1] and last["next_before"] is None
-        both = await get(dataset="sales", type="ingest.rejected")
-        assert [e["seq"] for e in both["events"]] == [1] and both["next_after"] == 1
-        found = await get(q="ragged line")
-        assert [e["summary"] for e in found["events"]] == [
-            "rejected late.csv: a ragged row at line 9"
-        ]
-        assert (await get(q="utf", order="desc"))["events"][0]["dataset"] == "bad"
-        bad = await client.get("/events", params={"order": "sideways"})
-        assert bad.status == 400
-        assert "order must be asc or desc" in (await bad.json())["error"]["message"]
-        backend.engine.close()
+    first = await get(order="desc", limit=3)
+    assert [e["seq"] for e in first["events"]] == [4, 3, 2]
+    assert first["next_before"] == 2 and "next_after" not in first
+    last = await get(order="desc", limit=1, before=first["next_before"])
+    assert [e["seq"] for e in last["events"]] == [1] and last["next_before"] is None
+    both = await get(dataset="sales", type="ingest.rejected")
+    assert [e["seq"] for e in both["events"]] == [1] and both["next_after"] == 1
+    found = await get(q="ragged line")
+    assert [e["summary"] for e in found["events"]] == ["rejected late.csv: a ragged row at line 9"]
+    assert (await get(q="utf", order="desc"))["events"][0]["dataset"] == "bad"
+    bad = await client.get("/events", params={"order": "sideways"})
+    assert bad.status == 400
+    assert "order must be asc or desc" in (await bad.json())["error"]["message"]
