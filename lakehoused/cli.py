@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     widen.add_argument("column")
     widen.add_argument("type", metavar="TYPE")
     command("verify", "check the hash chain, seq gaps, replay digest and every object's sha256")
+    status = command("status", "the running daemon's health and backlog, for a person")
+    status.add_argument("--json", action="store_true", help="the daemon's /status answer")
+    status.add_argument("--url", help="the daemon's address (default: from server.host/port)")
     gc = command("gc", "expire versions by retention, remove objects no kept version reads")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     gc.add_argument(
@@ -115,7 +118,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     """The daemon."""
     from lakehoused.daemon import run
 
-    logs.setup(args.log_format)
+    logs.setup(args.log_format, config.server.log_level.upper())
     return run(config)
 
 
@@ -259,6 +262,19 @@ def cmd_gc(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    """Ask the daemon; exit 1 when it is broken (or unreachable)."""
+    from lakehoused import status
+
+    url = (args.url or status.daemon_url(config.server)).rstrip("/")
+    health, body = status.fetch(url, config.server.token)
+    if args.json:
+        print(json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False))
+    else:
+        print(status.render(url, health, body))
+    return 1 if health.get("status") == "broken" else 0
+
+
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
@@ -343,4 +359,5 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "rollback": cmd_rollback,
     "retract": cmd_retract,
     "widen": cmd_widen,
+    "status": cmd_status,
 }

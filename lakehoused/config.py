@@ -37,6 +37,8 @@ ENCODINGS = ("utf-8", "latin-1", "utf-16")
 """Values of ``datasets.<name>.encoding``."""
 AFTER_INGEST = ("archive", "delete", "keep")
 """Values of ``inbox.after_ingest``."""
+LOG_LEVELS = ("debug", "info", "warning", "error")
+"""Values of ``server.log_level``."""
 
 # Relative to the config file's directory, as in the shipped config.toml.
 _DEFAULT_PATHS = {"inbox": "inbox", "store": "var/objects", "state": "var/state"}
@@ -54,6 +56,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "memory_limit",
         "memory_cache",
         "token_env",
+        "log_level",
     ),
     "retention": ("keep_versions", "keep_days"),
     "datasets": (),
@@ -188,6 +191,7 @@ class ServerConfig:
     memory_limit: str = "2GB"
     memory_cache: str = "512MB"  # datasets held in memory (part of memory_limit); "0MB" = off
     token_env: str | None = None
+    log_level: str = "info"  # one of LOG_LEVELS; SIGHUP applies a change
     token: str | None = field(default=None, repr=False)
 
     @property
@@ -335,6 +339,7 @@ def _server(table: dict[str, Any], env: Mapping[str, str]) -> ServerConfig:
         memory_limit=_memory_limit,
         memory_cache=_memory_size(allow_zero=True),
         token_env=_env_name,
+        log_level=_one_of(LOG_LEVELS),
     )
     token = _read_token(opts["token_env"], env) if "token_env" in opts else None
     host = opts.get("host", ServerConfig.host)

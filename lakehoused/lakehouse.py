@@ -22,6 +22,7 @@ from lakehoused.ingest.staging import Staging
 from lakehoused.log import EventLog
 from lakehoused.query import QueryEngine, ViewSpec
 from lakehoused.schema import Column
+from lakehoused.search import EventSearch, Projections
 from lakehoused.store import ObjectStore, open_store
 from lakehoused.store.cache import ObjectCache, open_cache
 
@@ -40,9 +41,10 @@ class Lakehouse:
         self.config = config
         self.read_only = read_only
         self.catalog = Catalog()
+        self.search = EventSearch()  # the events' text, searchable (GET /events?q=)
         self.log = EventLog(
             config.db_path,
-            projection=self.catalog,
+            projection=Projections(self.catalog, self.search),
             read_only=read_only,
             busy_timeout_s=busy_timeout_s,
         )

@@ -15,9 +15,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from lakehoused import __version__, query
+from lakehoused import __version__, events, metrics, query, search
+from lakehoused import web as page
 from lakehoused.catalog import Catalog
-from lakehoused.config import ServerConfig
+from lakehoused.config import Config, ServerConfig
 from lakehoused.errors import LakehousedError, QueryError, UnknownDataset
 from lakehoused.log import EventLog
 
@@ -45,6 +46,7 @@ class Backend(Protocol):
     """What the server needs from the daemon."""
 
     ready: bool
+    config: Config  # the server's limits are read from it per request (SIGHUP swaps it)
     engine: query.QueryEngine
     catalog: Catalog
     log: EventLog
@@ -97,9 +99,10 @@ async def errors_middleware(
 async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """With an API token configured, every route but /health needs `Authorization: Bearer`."""
+    """With an API token configured, every route but /health and the page (which holds no
+    data and asks for the token itself) needs `Authorization: Bearer`."""
     token = request.app[SETTINGS].token
-    if token and request.path != "/health":
+    if token and request.path != "/health" and not page.is_public(request.path):
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
             return _error(
@@ -170,7 +173,8 @@ def _int_option(options: dict, name: str, default: int | None, *, low: int = 0) 
 
 async def handle_sql(request: web.Request) -> web.StreamResponse:
     """POST /sql and GET /sql?q=: one SELECT, answered in json, ndjson, csv or arrow."""
-    backend, settings, pool = request.app[BACKEND], request.app[SETTINGS], request.app[POOL]
+    backend, pool = request.app[BACKEND], request.app[POOL]
+    settings = backend.config.server  # its limits now: a reload may have changed them
     _ready(backend)
     sql, explicit, options = await _sql_request(request)
     fmt = _choose_format(explicit, request.headers.get("Accept", ""))
@@ -191,6 +195,7 @@ async def handle_sql(request: web.Request) -> web.StreamResponse:
             headers={"X-Catalog-Seq": str(answer.catalog_seq)},
         )
     result = await loop.run_in_executor(pool, backend.engine.execute, sql)
+    metrics.count_streamed_rows(request, result)
     headers = {"X-Catalog-Seq": str(result.catalog_seq)}
     chunks = {"ndjson": query.iter_ndjson, "csv": query.iter_csv, "arrow": query.iter_arrow}[fmt]
     return await _stream(request, pool, chunks(result), FORMATS[fmt], headers, result.close)
@@ -268,16 +273,37 @@ async def handle_history(request: web.Request) -> web.Response:
 
 
 async def handle_events(request: web.Request) -> web.Response:
-    """GET /events?after=SEQ&limit=N: the log, in order."""
+    """GET /events: the log in order (`after`), or newest first (`order=desc`, `before`),
+    filtered by `type` and `dataset`, searched by `q`."""
     backend = request.app[BACKEND]
-    after = _int_option(dict(request.query), "after", 0)
-    limit = min(_int_option(dict(request.query), "limit", 100, low=1), EVENTS_LIMIT)
-    events = await asyncio.to_thread(backend.log.read, after, limit)
-    body = {
-        "events": [e.to_json() for e in events],
-        "next_after": events[-1].seq if events else after,
-        "catalog_seq": backend.engine.catalog_seq,
+    params = dict(request.query)
+    order = params.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise QueryError(f"order must be asc or desc; got {order!r}")
+    after = _int_option(params, "after", 0)
+    before = _int_option(params, "before", None, low=1)
+    limit = min(_int_option(params, "limit", 100, low=1), EVENTS_LIMIT)
+    found = await asyncio.to_thread(
+        search.find_events,
+        backend.log,
+        after=after,
+        before=before,
+        limit=limit + 1,  # one more than asked: whether another page follows
+        newest_first=order == "desc",
+        type=params.get("type") or None,
+        dataset=params.get("dataset") or None,
+        text=params.get("q"),
+    )
+    more, found = len(found) > limit, found[:limit]
+    # `summary` is the line the logs and `lakehoused log` show for it.
+    body: dict[str, Any] = {
+        "events": [e.to_json() | {"summary": events.describe(e)} for e in found]
     }
+    if order == "desc":
+        body["next_before"] = found[-1].seq if more else None
+    else:
+        body["next_after"] = found[-1].seq if found else after
+    body["catalog_seq"] = backend.engine.catalog_seq
     return web.json_response(body, dumps=_dumps)
 
 
@@ -324,4 +350,5 @@ def make_app(backend: Backend, settings: ServerConfig) -> web.Application:
     app.router.add_get("/events", handle_events)
     app.router.add_get("/health", handle_health)
     app.router.add_get("/status", handle_status)
+    page.add_routes(app)
     return app

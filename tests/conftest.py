@@ -90,3 +90,43 @@ def make_daemon(make_config):
     yield make
     for daemon in started:
         daemon.stop()
+
+
+class LakehouseBackend:
+    """The server's backend over a real lakehouse without a daemon: no inbox, no converters.
+
+    For routes that read only the log and the catalog (/events, the page); events are
+    appended straight to `lakehouse.log`.
+    """
+
+    ready = True
+
+    def __init__(self, lakehouse) -> None:
+        self.lakehouse = lakehouse
+        self.config = lakehouse.config
+        self.log = lakehouse.log
+        self.catalog = lakehouse.catalog
+        self.engine = lakehouse.open_engine()
+
+
+@pytest.fixture
+async def lakehouse_client(aiohttp_client, make_config):
+    """`make(**config sections)`: an aiohttp client of make_app over a LakehouseBackend."""
+    from lakehoused.config import load_config
+    from lakehoused.lakehouse import Lakehouse
+    from lakehoused.server import make_app
+
+    opened = []
+
+    async def make(env: dict[str, str] | None = None, **sections: str):
+        config = load_config(make_config(**sections), env or {})
+        backend = LakehouseBackend(Lakehouse(config))
+        opened.append(backend)
+        client = await aiohttp_client(make_app(backend, config.server))
+        client.backend = backend
+        return client
+
+    yield make
+    for backend in opened:
+        backend.engine.close()
+        backend.lakehouse.close()

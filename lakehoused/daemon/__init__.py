@@ -20,17 +20,18 @@ from typing import Any
 
 from aiohttp import web
 
-from lakehoused import retention, systemd
-from lakehoused.config import Config
+from lakehoused import metrics, retention, systemd
+from lakehoused.config import Config, load_config
 from lakehoused.daemon.converters import ConverterPool
 from lakehoused.daemon.files import FileIngest
 from lakehoused.daemon.health import BROKEN, Health, rfc3339
 from lakehoused.daemon.scheduler import IN_FLIGHT, RETRYING, Scheduler, Ticket
 from lakehoused.daemon.views import Views
-from lakehoused.errors import LakehousedError, Transient
+from lakehoused.errors import ConfigError, LakehousedError, Transient
 from lakehoused.inbox import SourceFile, open_inbox
 from lakehoused.ingest.pipeline import Outcome
 from lakehoused.lakehouse import Lakehouse
+from lakehoused.reload import plan as plan_reload
 from lakehoused.server import BACKEND, make_app
 
 log = logging.getLogger("lakehoused")
@@ -55,7 +56,8 @@ class Daemon:
         # A crash left these behind; their locks died with their process.
         self.lakehouse.staging.remove_stale()
         self.engine = self.lakehouse.open_engine()
-        self.views = Views(self.lakehouse, self.engine, self.health)
+        self.metrics = metrics.Metrics()
+        self.views = Views(self.lakehouse, self.engine, self.health, self.metrics.count_event)
         self.inbox = open_inbox(config.inbox)
         self.converters = ConverterPool(config, CONVERTERS)
         self.scheduler = Scheduler(
@@ -69,6 +71,7 @@ class Daemon:
             parallel=PARALLEL,
             health=self.health,
             on_done=self._done,
+            on_retry=self.metrics.ingest_retried,
         )
         self.ready = False
         self.started = time.time()
@@ -121,6 +124,7 @@ class Daemon:
             self._loop.call_soon_threadsafe(self.scheduler.offer, source)
 
     def _done(self, ticket: Ticket, outcome: Outcome | None) -> None:
+        self.metrics.ingest_ended(ticket, outcome)
         if self.config.inbox.after_ingest != "keep" or outcome is None:
             self.inbox.forget(ticket.source)  # a kept file is handed over again only if changed
         if outcome is None:
@@ -163,6 +167,36 @@ class Daemon:
                 self.health.degraded("log", str(e))
             except LakehousedError as e:
                 self.health.broken("log", f"retention could not record its expiries: {e}")
+
+    async def reload(self) -> None:
+        """SIGHUP: take the settings that can change safely from the config file again, log
+        what changed, and say which changes wait for a restart (reload.py)."""
+        source = self.config.path
+        if source is None:
+            log.warning("SIGHUP: this daemon was not started from a config file; nothing to read")
+            return
+        try:
+            loaded = await asyncio.to_thread(load_config, source)
+        except ConfigError as e:
+            log.error("SIGHUP: %s; the daemon keeps running with its settings as they were", e)
+            return
+        change = plan_reload(self.config, loaded)
+        for item in change.applied:
+            log.info("SIGHUP: applied %s", item.describe())
+        for item in change.needs_restart:
+            log.warning(
+                "SIGHUP: %s needs a restart; until then it keeps its value", item.describe()
+            )
+        if not change.applied and not change.needs_restart:
+            log.info("SIGHUP: %s unchanged", source)
+        self.apply_config(change.config)
+
+    def apply_config(self, config: Config) -> None:
+        """Run with `config` from now on: one value, swapped in where it is read -- per-dataset
+        options by the ingestor (per file), limits by /sql and the engine (per query)."""
+        self.config = self.lakehouse.config = self.lakehouse.ingestor.config = config
+        self.engine.timeout_s = config.server.query_timeout_s
+        logging.getLogger().setLevel(config.server.log_level.upper())
 
     async def wait_for_seq(self, seq: int, timeout_s: float) -> bool:
         """Wait until the views show `seq` (read-your-writes); False on timeout."""
@@ -229,6 +263,7 @@ def build_app(config: Config, **options: Any) -> web.Application:
     """The aiohttp application with the daemon's whole lifecycle in its cleanup context."""
     daemon = Daemon(config, **options)
     app = make_app(daemon, config.server)
+    metrics.install(app, daemon.metrics, daemon)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await daemon.start()
@@ -254,6 +289,7 @@ def run(config: Config) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: daemon._spawn(daemon.reload()))
         for sock in site._server.sockets if site._server else ():  # type: ignore[attr-defined]
             host, port = sock.getsockname()[:2]
             log.info("serving on http://%s:%s", host, port)

@@ -91,11 +91,13 @@ class Scheduler:
         parallel: int,
         health: Health,
         on_done: Callable[[Ticket, Outcome | None], None],
+        on_retry: Callable[[Ticket, BaseException], None] | None = None,
     ) -> None:
         self._ingest = ingest
         self._parallel = parallel
         self._health = health
         self._on_done = on_done
+        self._on_retry = on_retry
         self._threads = ThreadPoolExecutor(parallel, thread_name_prefix="ingest")
         self._lanes: dict[str, deque[Ticket]] = {}
         self._running: set[asyncio.Task] = set()
@@ -182,6 +184,8 @@ class Scheduler:
         ticket.state, ticket.error = RETRYING, str(error)
         ticket.retry_at = time.monotonic() + delay
         ticket.started = None
+        if self._on_retry is not None:
+            self._on_retry(ticket, error)
         log.warning(
             "%s waits %s s before try %d: %s",
             ticket.source.name,

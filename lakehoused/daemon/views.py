@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 
 from lakehoused import events
 from lakehoused.daemon.health import Health
 from lakehoused.errors import LakehousedError, Transient
 from lakehoused.lakehouse import Lakehouse
+from lakehoused.log import StoredEvent
 from lakehoused.query import QueryEngine, ViewSpec
 
 log = logging.getLogger("lakehoused")
@@ -27,10 +29,17 @@ FOLLOW_S = 0.2  # how often to look for events other processes appended
 class Views:
     """The engine's views, brought up to the catalog on request and by following the log."""
 
-    def __init__(self, lakehouse: Lakehouse, engine: QueryEngine, health: Health) -> None:
+    def __init__(
+        self,
+        lakehouse: Lakehouse,
+        engine: QueryEngine,
+        health: Health,
+        on_event: Callable[[StoredEvent], None] | None = None,
+    ) -> None:
         self.lakehouse = lakehouse
         self.engine = engine
         self.health = health
+        self.on_event = on_event  # told of each event brought into view, once, in order
         self._lock = threading.Lock()
         self._specs: dict[str, ViewSpec] | None = None  # every view, as last synced
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -89,6 +98,8 @@ class Views:
                     "event": event.type,
                 },
             )
+            if self.on_event is not None:
+                self.on_event(event)
 
     def _wake(self) -> None:
         if self._changed is not None:
