@@ -17,7 +17,7 @@ from pathlib import Path
 
 from minio import Minio
 
-from lakehoused.config import S3Endpoint, S3Location
+from lakehoused.config import S3Endpoint, S3Location, Secret
 
 ACCESS_KEY = "lakehoused-test-access-key-0f3a"
 SECRET_KEY = "lakehoused-test-secret-key-9c41e7d2b8"
@@ -114,8 +114,8 @@ class Nanio:
             secure=False,
             access_key_env=ACCESS_ENV,
             secret_key_env=SECRET_ENV,
-            access_key=ACCESS_KEY,
-            secret_key=SECRET_KEY,
+            access_key=Secret(ACCESS_KEY),
+            secret_key=Secret(SECRET_KEY),
         )
 
     def location(self, bucket: str, prefix: str = "") -> S3Location:

@@ -118,29 +118,57 @@ class RetentionConfig:
     keep_days: float | None = None  # None = however old
 
 
+class Secret:
+    """A credential read from the environment: equal by value, shown as ``(secret)`` by
+    repr, str and format, so no message, log line or config diff can print it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The value itself, for the one client that signs requests with it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "(secret)"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return "(secret)"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple:
+        return (Secret, (self._value,))  # the config is pickled to converter processes
+
+
 @dataclass(frozen=True)
 class S3Endpoint:
-    """How to reach an S3 server (the ``[s3]`` section), with the keys it names read in.
-
-    The keys never appear in a repr, a message or a log line.
-    """
+    """How to reach an S3 server (the ``[s3]`` section), with the keys it names read in."""
 
     endpoint: str = "s3.amazonaws.com"  # host or host:port, no scheme
     region: str | None = None  # None = ask the server (one request per bucket)
     secure: bool = True  # https
     access_key_env: str = "AWS_ACCESS_KEY_ID"
     secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
-    access_key: str = field(default="", repr=False)
-    secret_key: str = field(default="", repr=False)
+    access_key: Secret = field(default_factory=Secret)
+    secret_key: Secret = field(default_factory=Secret)
 
 
 @dataclass(frozen=True)
 class S3Location:
     """A bucket and a key prefix in it (``""`` or ending in ``/``), and how to reach them."""
 
-    bucket: str
-    prefix: str
-    endpoint: S3Endpoint
+    bucket: str = ""
+    prefix: str = ""
+    endpoint: S3Endpoint = field(default_factory=S3Endpoint)
 
     @property
     def url(self) -> str:
@@ -467,8 +495,8 @@ def _s3(table: dict[str, Any], env: Mapping[str, str] | None) -> S3Endpoint | No
     access_env = opts.get("access_key_env", S3Endpoint.access_key_env)
     secret_env = opts.get("secret_key_env", S3Endpoint.secret_key_env)
     return S3Endpoint(
-        access_key=_read_secret(access_env, env, "s3.access_key_env", "the S3 access key"),
-        secret_key=_read_secret(secret_env, env, "s3.secret_key_env", "the S3 secret key"),
+        access_key=Secret(_read_secret(access_env, env, "s3.access_key_env", "the S3 access key")),
+        secret_key=Secret(_read_secret(secret_env, env, "s3.secret_key_env", "the S3 secret key")),
         **opts,
     )
 

@@ -74,8 +74,8 @@ class Bucket:
         self.endpoint = endpoint.endpoint
         self.client = Minio(
             endpoint.endpoint,
-            access_key=endpoint.access_key,
-            secret_key=endpoint.secret_key,
+            access_key=endpoint.access_key.reveal(),
+            secret_key=endpoint.secret_key.reveal(),
             secure=endpoint.secure,
             region=endpoint.region,
             http_client=urllib3.PoolManager(

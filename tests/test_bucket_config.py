@@ -56,7 +56,8 @@ def test_a_bucket_inbox_and_store(load: Load, tmp_path: Path) -> None:
         False,
         "eu-west-1",
     )
-    assert (endpoint.access_key, endpoint.secret_key) == (ACCESS, SECRET)
+    assert (endpoint.access_key.reveal(), endpoint.secret_key.reveal()) == (ACCESS, SECRET)
+    assert SECRET not in f"{endpoint!r} {endpoint.secret_key} {endpoint.secret_key:>40}"
 
 
 def test_every_combination_of_directory_and_bucket(load: Load, tmp_path: Path) -> None:
@@ -87,7 +88,7 @@ def test_keys_from_systemd_credentials(load: Load, tmp_path: Path) -> None:
         {"CREDENTIALS_DIRECTORY": str(creds)},
     )
     assert config.s3 is not None
-    assert (config.s3.access_key, config.s3.secret_key) == (ACCESS, SECRET)
+    assert (config.s3.access_key.reveal(), config.s3.secret_key.reveal()) == (ACCESS, SECRET)
 
 
 def test_a_missing_key_names_the_variable_and_the_credential_file(load: Load, tmp_path) -> None:
@@ -151,3 +152,19 @@ def test_the_location_has_the_url_users_wrote(load: Load) -> None:
     config = load('[inbox]\nurl = "s3://drop/a/b"')
     assert isinstance(config.inbox.s3, S3Location)
     assert config.inbox.s3.url == "s3://drop/a/b/"
+
+
+def test_a_reload_with_new_keys_says_what_waits_and_never_the_keys(load: Load) -> None:
+    from lakehoused.reload import plan
+
+    text = '[inbox]\nurl = "s3://drop/in/"\n[store]\nurl = "s3://lake/x/"\n'
+    running = load(text)
+    rotated = load(
+        text.replace("s3://lake/x/", "s3://lake/y/"), {**KEYS, "AWS_SECRET_ACCESS_KEY": "n3w"}
+    )
+    change = plan(running, rotated)
+    described = [c.describe() for c in change.needs_restart]
+    assert [d.split(":")[0] for d in described] == ["inbox.s3", "store.s3"]
+    assert 'prefix = "y/"' in described[1]
+    for text in described:
+        assert SECRET not in text and "n3w" not in text and ACCESS not in text
