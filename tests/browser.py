@@ -49,7 +49,7 @@ class Browser:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
-        self.home = Path(tempfile.mkdtemp(prefix="lakehoused-chromium-"))
+        self.home = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
         self.downloads = self.home / "downloads"
         self.downloads.mkdir()
         options = webdriver.ChromeOptions()

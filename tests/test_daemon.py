@@ -217,13 +217,16 @@ def test_status_counts_every_file_seen_and_not_ended_during_a_burst(make_daemon,
         target.parent.mkdir(exist_ok=True)
         os.rename(staged(tmp_path, f"f{i}.csv", rows(2, start=i * 2)), target)
     seen_queued = False
+    seen_all = False
     while True:
         status = daemon.get("/status")
         counts = status["counts"]
         assert status["files_pending"] == sum(counts.values())
         ended = {e["data"]["source"]["name"] for e in daemon.events()}
-        if counts["waiting"] == 0:
-            # Every file is pending or ended (an ended one may still be in flight, archiving).
+        # Once the inbox has seen every file, each one is pending or ended, until all end
+        # (an ended one may still be in flight, archiving).
+        seen_all |= status["files_pending"] + len(ended) >= files
+        if seen_all:
             assert files <= status["files_pending"] + len(ended) <= files + counts["in_flight"]
         seen_queued |= counts["queued"] > 0
         assert counts["in_flight"] <= 4 and counts["retrying"] == 0
