@@ -45,8 +45,9 @@ _DEFAULT_PATHS = {"inbox": "inbox", "store": "var/objects", "state": "var/state"
 # Every key config.toml may hold, by section (the README documents each one).
 KEYS: dict[str, tuple[str, ...]] = {
     "inbox": ("path", "url", "settle_ms", "rescan_s", "after_ingest"),
-    "store": ("path", "url"),
+    "store": ("path", "url", "cache_size"),
     "state": ("path",),
+    "s3": ("endpoint", "region", "secure", "access_key_env", "secret_key_env"),
     "server": (
         "host",
         "port",
@@ -70,6 +71,9 @@ DATASET_KEYS = (
     "keep_versions",
     "keep_days",
 )
+# S3 bucket names (the common subset of AWS's and MinIO's rules).
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_ENDPOINT_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
 _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A key named like one of these may hold a secret, so its value never appears in a message.
@@ -114,21 +118,87 @@ class RetentionConfig:
     keep_days: float | None = None  # None = however old
 
 
+class Secret:
+    """A credential read from the environment: equal by value, shown as ``(secret)`` by
+    repr, str and format, so no message, log line or config diff can print it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The value itself, for the one client that signs requests with it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "(secret)"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return "(secret)"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple:
+        return (Secret, (self._value,))  # the config is pickled to converter processes
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """How to reach an S3 server (the ``[s3]`` section), with the keys it names read in."""
+
+    endpoint: str = "s3.amazonaws.com"  # host or host:port, no scheme
+    region: str | None = None  # None = ask the server (one request per bucket)
+    secure: bool = True  # https
+    access_key_env: str = "AWS_ACCESS_KEY_ID"
+    secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    access_key: Secret = field(default_factory=Secret)
+    secret_key: Secret = field(default_factory=Secret)
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket and a key prefix in it (``""`` or ending in ``/``), and how to reach them."""
+
+    bucket: str = ""
+    prefix: str = ""
+    endpoint: S3Endpoint = field(default_factory=S3Endpoint)
+
+    @property
+    def url(self) -> str:
+        """``s3://bucket/prefix/``, for messages and events (never a secret)."""
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
 @dataclass(frozen=True)
 class InboxConfig:
     """Where files are dropped and how the watcher treats them."""
 
-    path: Path
+    path: Path | None  # a local directory; None when the inbox is a bucket prefix
     settle_ms: int = 250
     rescan_s: float = 30
     after_ingest: str = "archive"  # archive | delete | keep
+    s3: S3Location | None = None  # the bucket prefix, when inbox.url is s3://
 
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """The local directory holding content-addressed Parquet objects."""
+    """Where the content-addressed Parquet objects live: a directory or a bucket prefix."""
 
-    path: Path
+    path: Path | None  # a local directory; None when the store is a bucket prefix
+    s3: S3Location | None = None  # the bucket prefix, when store.url is s3://
+    cache_size: str = "4GB"  # the local read-through cache of a bucket store
+
+    @property
+    def cache_size_bytes(self) -> int:
+        """cache_size in bytes."""
+        return size_bytes(self.cache_size)
 
 
 @dataclass(frozen=True)
@@ -169,6 +239,7 @@ class Config:
     server: ServerConfig
     datasets: Mapping[str, DatasetOptions] = field(default_factory=dict)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    s3: S3Endpoint | None = None  # set when the inbox or the store is a bucket
 
     def dataset_options(self, name: str) -> DatasetOptions:
         """The options configured for dataset ``name``, or the defaults."""
@@ -195,6 +266,11 @@ class Config:
     def staging_path(self) -> Path:
         """Where each ingest stages its source and writes its object (one workspace each)."""
         return self.state.path / "staging"
+
+    @property
+    def cache_path(self) -> Path:
+        """The read-through cache of a bucket store's objects (what the query engine reads)."""
+        return self.state.path / "cache"
 
 
 def default_config(root: Path) -> Config:
@@ -237,11 +313,18 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], file: Path |
         if name != "datasets":
             _check_keys(sections[name], name, keys)
 
-    inbox = sections["inbox"]
+    inbox, store = sections["inbox"], sections["store"]
+    inbox_path, inbox_bucket = _location(inbox, "inbox", base)
+    store_path, store_bucket = _location(store, "store", base)
+    # The keys are read only when a bucket is used; the section is checked either way.
+    endpoint = _s3(sections["s3"], env if inbox_bucket or store_bucket else None)
+    inbox_s3 = S3Location(*inbox_bucket, endpoint) if inbox_bucket and endpoint else None
+    store_s3 = S3Location(*store_bucket, endpoint) if store_bucket and endpoint else None
     config = Config(
         path=file,
         inbox=InboxConfig(
-            path=_location(inbox, "inbox", base),
+            path=inbox_path,
+            s3=inbox_s3,
             **_options(
                 inbox,
                 "inbox",
@@ -250,16 +333,26 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], file: Path |
                 after_ingest=_one_of(AFTER_INGEST),
             ),
         ),
-        store=StoreConfig(_location(sections["store"], "store", base)),
-        state=StateConfig(_location(sections["state"], "state", base)),
+        store=StoreConfig(
+            store_path,
+            store_s3,
+            **_options(store, "store", cache_size=_memory_size(allow_zero=False)),
+        ),
+        state=StateConfig(_location(sections["state"], "state", base)[0]),
         server=_server(sections["server"], env),
         datasets=FrozenDict(
             {name: _dataset(raw, name) for name, raw in sections["datasets"].items()}
         ),
         retention=RetentionConfig(**_options(sections["retention"], "retention", **_RETENTION)),
+        s3=endpoint,
     )
-    for section in ("store", "state"):
-        _not_inside_inbox(getattr(config, section).path, config.inbox.path, section)
+    if config.inbox.path is not None:
+        for section in ("store", "state"):
+            path = getattr(config, section).path
+            if path is not None:
+                _not_inside_inbox(path, config.inbox.path, section)
+    if inbox_s3 is not None and store_s3 is not None:
+        _not_inside_inbox_prefix(store_s3, inbox_s3)
     return config
 
 
@@ -313,8 +406,10 @@ def _dataset(raw: Any, name: str) -> DatasetOptions:
     )
 
 
-def _location(table: dict[str, Any], section: str, base: Path) -> Path:
-    """``path`` or a ``file://`` ``url``, absolute; S3 is refused until this build has it."""
+def _location(
+    table: dict[str, Any], section: str, base: Path
+) -> tuple[Path | None, tuple[str, str] | None]:
+    """``path`` or a ``file://`` ``url`` (absolute), or an ``s3://`` ``url`` (bucket, prefix)."""
     if "path" in table and "url" in table:
         raise ConfigError(f"{section}.url: give {section}.path or {section}.url, not both")
     if "url" in table:
@@ -322,16 +417,13 @@ def _location(table: dict[str, Any], section: str, base: Path) -> Path:
         # Only the scheme and host are echoed: a URL may carry credentials.
         parts = urlsplit(raw)
         scheme = parts.scheme.lower()
-        if scheme == "s3":
-            raise ConfigError(
-                f"{section}.url: S3 is not supported by this build yet; "
-                f"use {section}.path for a local directory"
-            )
+        if scheme == "s3" and section != "state":
+            return None, _s3_location(parts, section)
         if scheme != "file":
             got = f"scheme {scheme!r}" if scheme else "no scheme"
+            allowed = "a file:// URL" if section == "state" else "a file:// or s3:// URL"
             raise ConfigError(
-                f"{section}.url: must be a file:// or s3:// URL, got {got}; "
-                f"for a directory use {section}.path"
+                f"{section}.url: must be {allowed}, got {got}; for a directory use {section}.path"
             )
         if parts.netloc not in ("", "localhost"):
             raise ConfigError(
@@ -343,7 +435,70 @@ def _location(table: dict[str, Any], section: str, base: Path) -> Path:
             raise ConfigError(f"{section}.url: a file:// URL needs a path")
     else:
         rel = _string(table.get("path", _DEFAULT_PATHS[section]), f"{section}.path")
-    return _absolute(base / rel)
+    return _absolute(base / rel), None
+
+
+def _s3_location(parts: Any, section: str) -> tuple[str, str]:
+    """``s3://bucket/prefix/``: a bucket name and a clean key prefix ending in ``/``."""
+    key = f"{section}.url"
+    if "@" in parts.netloc:
+        raise ConfigError(
+            f"{key}: an s3:// URL must not carry credentials; name the environment "
+            "variables that hold them in s3.access_key_env and s3.secret_key_env"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{key}: an s3:// URL takes no ?query or #fragment")
+    bucket = parts.netloc
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise ConfigError(
+            f"{key}: {bucket!r} is not a bucket name (3-63 lower case letters, digits, "
+            "dots and hyphens); write s3://bucket/prefix/"
+        )
+    prefix = unquote(parts.path).lstrip("/")
+    segments = prefix.rstrip("/").split("/") if prefix else []
+    if any(seg in ("", ".", "..") for seg in segments):
+        raise ConfigError(
+            f"{key}: the prefix {prefix!r} has an empty, '.' or '..' segment; "
+            "write it like s3://bucket/some/prefix/"
+        )
+    return bucket, "".join(f"{seg}/" for seg in segments)
+
+
+def _not_inside_inbox_prefix(store: S3Location, inbox: S3Location) -> None:
+    """Refuse a store prefix the bucket inbox would list (and try to ingest)."""
+    if store.bucket != inbox.bucket or not store.prefix.startswith(inbox.prefix):
+        return
+    rest = store.prefix[len(inbox.prefix) :]
+    if not rest or not any(seg.startswith(".") for seg in rest.split("/") if seg):
+        raise ConfigError(
+            f"store.url: {store.url} is inside inbox.url {inbox.url}, so its objects would be "
+            "ingested; give the store another prefix (or bucket)"
+        )
+
+
+def _s3(table: dict[str, Any], env: Mapping[str, str] | None) -> S3Endpoint | None:
+    """The ``[s3]`` section, with the keys read from the environment or credential files.
+
+    None when no bucket is used (``env`` is None): the section is only checked then.
+    """
+    opts = _options(
+        table,
+        "s3",
+        endpoint=_endpoint,
+        region=_string,
+        secure=_boolean,
+        access_key_env=_env_name,
+        secret_key_env=_env_name,
+    )
+    if env is None:
+        return None
+    access_env = opts.get("access_key_env", S3Endpoint.access_key_env)
+    secret_env = opts.get("secret_key_env", S3Endpoint.secret_key_env)
+    return S3Endpoint(
+        access_key=Secret(_read_secret(access_env, env, "s3.access_key_env", "the S3 access key")),
+        secret_key=Secret(_read_secret(secret_env, env, "s3.secret_key_env", "the S3 secret key")),
+        **opts,
+    )
 
 
 def _not_inside_inbox(path: Path, inbox: Path, section: str) -> None:
@@ -361,6 +516,14 @@ def _not_inside_inbox(path: Path, inbox: Path, section: str) -> None:
 
 def _read_token(var: str, env: Mapping[str, str]) -> str:
     """The API token from the environment, else from a systemd credential file."""
+    return _read_secret(var, env, "server.token_env", "the API token")
+
+
+def _read_secret(var: str, env: Mapping[str, str], key: str, what: str) -> str:
+    """A secret from environment variable `var`, else from the systemd credential `var`.
+
+    Messages name the variable and the file, never their content.
+    """
     value = env.get(var)
     if value:
         return value
@@ -371,16 +534,14 @@ def _read_token(var: str, env: Mapping[str, str]) -> str:
             try:
                 value = cred.read_text(encoding="utf-8").strip()
             except (OSError, UnicodeDecodeError) as e:
-                # The message names the file, never its content.
                 raise ConfigError(
-                    f"server.token_env: cannot read credential file {cred}: {type(e).__name__}"
+                    f"{key}: cannot read credential file {cred}: {type(e).__name__}"
                 ) from None
             if value:
                 return value
     where = f" nor in the credential file {cred_dir}/{var}" if cred_dir else ""
     raise ConfigError(
-        f"server.token_env: the API token is not set: environment variable {var} is "
-        f"missing or empty{where}"
+        f"{key}: {what} is not set: environment variable {var} is missing or empty{where}"
     )
 
 
@@ -457,6 +618,26 @@ def _string(value: Any, key: str) -> str:
     return value
 
 
+def _boolean(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(key, "true or false", value)
+    return value
+
+
+def _endpoint(value: Any, key: str) -> str:
+    if isinstance(value, str) and "://" in value:
+        raise ConfigError(
+            f"{key}: give host:port without a scheme (got a URL); "
+            "s3.secure = false selects http instead of https"
+        )
+    if not isinstance(value, str) or not _ENDPOINT_RE.match(value):
+        raise _bad(key, "host or host:port, like 127.0.0.1:9000 or s3.amazonaws.com", value)
+    port = value.rsplit(":", 1)[1] if ":" in value and not value.endswith("]") else None
+    if port is not None and not 0 < int(port) < 65536:
+        raise _bad(key, "host:port with a port of 1-65535", value)
+    return value
+
+
 def _integer(lo: int, hi: int | None = None) -> _Check:
     expected = f"an integer >= {lo}" if hi is None else f"{lo}-{hi}"
 
@@ -512,7 +693,8 @@ def _memory_size(*, allow_zero: bool) -> _Check:
             or float(match.group(1)) < 0
             or (not allow_zero and not float(match.group(1)))
         ):
-            raise _bad(key, 'a size like "512MB", "1GiB" or "0MB"', value)
+            examples = '"512MB", "1GiB" or "0MB"' if allow_zero else '"512MB" or "20GiB"'
+            raise _bad(key, f"a size like {examples}", value)
         return value
 
     return check

@@ -50,9 +50,16 @@ class Lakehouse:
         )
         try:
             self.store: ObjectStore = store or open_store(config.store, read_only=read_only)
-            self.cache: ObjectCache = open_cache(self.store)
-            self.ingestor = Ingestor(config, self.log, self.catalog, self.store)
+            self.cache: ObjectCache = open_cache(
+                self.store,
+                config.cache_path,
+                capacity=config.store.cache_size_bytes,
+                grace_s=config.server.query_timeout_s + 5,
+                evicts=not read_only,
+            )
+            self.ingestor = Ingestor(config, self.log, self.catalog, self.cache.writer)
             self._staging: Staging | None = None
+            self._view_objects: dict[str, list[str]] = {}  # dataset -> the keys its view reads
         except BaseException:
             self.log.close()
             raise
@@ -137,6 +144,15 @@ class Lakehouse:
         """The catalog's position, the datasets changed after seq `after` as the query engine
         sees them (every dataset by default), and those dropped since, at one state."""
         seq, datasets, dropped = self.catalog.changes_since(after)
+        # The objects every current view reads, kept in step with the changes: a remote
+        # store's cache fetches what is new, and never evicts what a view reads.
+        if after < 0:
+            self._view_objects = {}
+        for name in dropped:
+            self._view_objects.pop(name, None)
+        for d in datasets:
+            self._view_objects[d.name] = [p.object_key for p in d.parts]
+        self.cache.fill(key for keys in self._view_objects.values() for key in keys)
         return seq, {d.name: self.view_spec(d.schema, d.parts, d.bytes) for d in datasets}, dropped
 
     def view_spec(self, schema: list[Column], parts: list[Part], size: int) -> ViewSpec:

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for bench.gen_workers
 
 from bench.gen_workers import write_workers  # noqa: E402
+from tests.s3server import nanio, s3_bucket  # noqa: E402, F401 (fixtures: a real S3 server)
 
 
 @pytest.fixture(scope="session")

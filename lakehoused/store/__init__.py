@@ -2,7 +2,8 @@
 
 The protocol (base.py) speaks only of keys and finished files: no temp files, locks or
 local paths (those belong to ingest). `open_store` picks the backend from the config's path
-or URL. The query engine reads objects through an `ObjectCache` (cache.py).
+or URL: a local directory (local.py) or a bucket prefix (s3.py). The query engine reads
+objects through an `ObjectCache` (cache.py).
 """
 
 from __future__ import annotations
@@ -16,10 +17,19 @@ from lakehoused.store.base import (
     object_sha256,
 )
 from lakehoused.store.local import LocalObjectStore
+from lakehoused.store.s3 import S3ObjectStore
 
 
 def open_store(config: StoreConfig, *, read_only: bool = False) -> ObjectStore:
-    """The store the config names: a local directory (`path`)."""
+    """The store the config names: a local directory (`path`) or a bucket prefix (`url`).
+
+    A bucket is checked at once (reachable, keys accepted, bucket there) unless read-only:
+    a misconfigured daemon fails at start with one line naming the setting, while a
+    read-only command that never reads an object (`datasets`, `log`) needs no server.
+    """
+    if config.s3 is not None:
+        return S3ObjectStore(config.s3, check=not read_only)
+    assert config.path is not None
     return LocalObjectStore(config.path, create=not read_only)
 
 
@@ -28,6 +38,7 @@ __all__ = [
     "LocalObjectStore",
     "ObjectInfo",
     "ObjectStore",
+    "S3ObjectStore",
     "object_key",
     "object_sha256",
     "open_store",
