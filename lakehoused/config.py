@@ -6,6 +6,7 @@ bad value, except where the key looks like it holds a secret: then the value is 
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import difflib
 import ipaddress
@@ -34,8 +35,8 @@ SCHEMA_CHANGES = ("reject", "add_columns")
 """Values of ``datasets.<name>.on_schema_change``."""
 COLUMN_TYPES = ("BOOLEAN", "BIGINT", "DOUBLE", "DATE", "TIMESTAMP", "VARCHAR")
 """Column types ``datasets.<name>.types`` may force (stored upper-case)."""
-ENCODINGS = ("utf-8", "latin-1", "utf-16")
-"""Values of ``datasets.<name>.encoding``."""
+BAD_ROWS = ("reject", "quarantine")
+"""Values of ``datasets.<name>.on_bad_rows``."""
 AFTER_INGEST = ("archive", "delete", "keep")
 """Values of ``inbox.after_ingest``."""
 
@@ -57,7 +58,21 @@ KEYS: dict[str, tuple[str, ...]] = {
     ),
     "datasets": (),
 }
-DATASET_KEYS = ("mode", "on_schema_change", "null_values", "types", "encoding", "delimiter")
+DATASET_KEYS = (
+    "mode",
+    "on_schema_change",
+    "null_values",
+    "types",
+    "encoding",
+    "delimiter",
+    "quote",
+    "escape",
+    "header",
+    "skip_rows",
+    "comment",
+    "on_bad_rows",
+    "converter_memory",
+)
 _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A key named like one of these may hold a secret, so its value never appears in a message.
@@ -72,8 +87,15 @@ class DatasetOptions:
     on_schema_change: str = "reject"  # "reject" | "add_columns"
     null_values: tuple[str, ...] = ()  # tokens read as NULL besides the empty cell
     types: Mapping[str, str] = field(default_factory=dict)  # column -> COLUMN_TYPES member
-    encoding: str = "utf-8"  # one of ENCODINGS
-    delimiter: str | None = None  # one character; None = by file suffix
+    encoding: str = "utf-8"  # any Python codec name; utf-8 also honours a UTF-16/32 BOM
+    delimiter: str | None = None  # one character; None = sniffed (then by file suffix)
+    quote: str = '"'  # one character; "" = no quoting (quote characters are literal)
+    escape: str | None = None  # one character escaping the next; None = quotes are doubled
+    header: bool | None = None  # None = a header row is expected; False = column_1..N
+    skip_rows: int = 0  # lines above the header (a title, notes) to skip
+    comment: str | None = None  # lines starting with this character are skipped
+    on_bad_rows: str = "reject"  # "reject" the file | "quarantine" bad records, keep the rest
+    converter_memory: str = "256MB"  # the converter's memory budget for this dataset's files
 
 
 @dataclass(frozen=True)
@@ -239,7 +261,7 @@ def _dataset(raw: Any, name: str) -> DatasetOptions:
         )
     table = _table(raw, key)
     _check_keys(table, key, DATASET_KEYS)
-    return DatasetOptions(
+    options = DatasetOptions(
         **_options(
             table,
             key,
@@ -249,8 +271,38 @@ def _dataset(raw: Any, name: str) -> DatasetOptions:
             types=_types,
             encoding=_encoding,
             delimiter=_delimiter,
+            quote=_quote,
+            escape=_dialect_char("escape"),
+            header=_boolean,
+            skip_rows=_integer(0, 1_000_000),
+            comment=_dialect_char("comment"),
+            on_bad_rows=_one_of(BAD_ROWS),
+            converter_memory=_converter_memory,
         )
     )
+    _distinct_dialect_chars(options, key)
+    return options
+
+
+def _distinct_dialect_chars(options: DatasetOptions, key: str) -> None:
+    """The delimiter, quote, escape and comment characters must differ from each other."""
+    chars = {
+        "delimiter": options.delimiter,
+        "quote": options.quote or None,
+        # An escape equal to the quote is RFC 4180's doubled quote: the default.
+        "escape": None if options.escape == options.quote else options.escape,
+        "comment": options.comment,
+    }
+    seen: dict[str, str] = {}
+    for name, char in chars.items():
+        if char is None:
+            continue
+        if char in seen:
+            raise ConfigError(
+                f"{key}.{name}: {char!r} is already the {seen[char]}; "
+                f"a character can have only one role"
+            )
+        seen[char] = name
 
 
 def _location(table: dict[str, Any], section: str, base: Path) -> Path:
@@ -494,9 +546,49 @@ def _types(value: Any, key: str) -> Mapping[str, str]:
 
 
 def _encoding(value: Any, key: str) -> str:
-    if not isinstance(value, str) or value.lower() not in ENCODINGS:
-        raise _bad(key, f"one of {', '.join(ENCODINGS)}", value)
+    expected = "a Python codec name such as utf-8, cp1252, shift_jis or utf-16-le"
+    if not isinstance(value, str) or not value:
+        raise _bad(key, expected, value)
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise _bad(key, expected, value) from None
+    # Text codecs only: "rot13" or "base64" would name no character set.
+    if not codecs.lookup(value)._is_text_encoding:  # type: ignore[attr-defined]
+        raise _bad(key, expected, value)
     return value.lower()
+
+
+def _boolean(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(key, "true or false", value)
+    return value
+
+
+# Characters that can never be part of a dialect: they end records.
+_LINE_BREAKS = "\r\n"
+
+
+def _quote(value: Any, key: str) -> str:
+    if not isinstance(value, str) or len(value) > 1 or (value and value in _LINE_BREAKS):
+        raise _bad(key, 'one character, or "" for no quoting', value)
+    return value
+
+
+def _dialect_char(name: str) -> _Check:
+    def check(value: Any, key: str) -> str:
+        if not isinstance(value, str) or len(value) != 1 or value in _LINE_BREAKS:
+            raise _bad(key, "exactly one character (not a line break)", value)
+        return value
+
+    return check
+
+
+def _converter_memory(value: Any, key: str) -> str:
+    match = _MEMORY_RE.match(value) if isinstance(value, str) else None
+    if match is None or size_bytes(value) < 64 * 2**20:
+        raise _bad(key, 'a size of at least 64MiB, like "256MB" or "1GiB"', value)
+    return value
 
 
 def _delimiter(value: Any, key: str) -> str:

@@ -21,7 +21,13 @@ from lakehoused import faults, names
 from lakehoused.catalog import Catalog, replay_digest
 from lakehoused.config import Config
 from lakehoused.errors import DuplicateEvent, LakehousedError, RejectedFile, VersionConflict
-from lakehoused.ingest import CsvFormat, convert
+from lakehoused.ingest import (
+    REJECTED_ROWS_COLUMNS,
+    REJECTED_ROWS_SUFFIX,
+    Conversion,
+    convert,
+    format_for,
+)
 from lakehoused.log import Event, EventLog, StoredEvent, read_export
 from lakehoused.query import QueryEngine, ViewSpec
 from lakehoused.schema import fingerprint, schema_to_json
@@ -180,23 +186,21 @@ class Lakehouse:
             return Outcome("duplicate", path, name, event)
 
         options = self.config.dataset_options(name)
-        fmt = CsvFormat(
-            delimiter=options.delimiter or names.delimiter_for(path.name),
-            encoding=options.encoding,
-            compression=names.compression_for(path.name),
-            null_values=tuple(options.null_values),
-        )
-        with self.store.new_temp() as temp:
+        with self.store.new_temp() as temp, self.store.new_temp() as rejects:
             conversion = convert(
                 path,
                 temp.path,
-                fmt,
+                format_for(options, path.name),
                 dataset=name,
                 hints=options.types,
                 existing=current.schema if current else None,
                 on_schema_change=options.on_schema_change,
                 progress=progress,
+                rejects_target=rejects.path,
             )
+            if conversion.rejects is not None:
+                # Registered first: a retry after a crash finds it and goes on to the main one.
+                self._register_rejects(path, source, name, conversion, rejects)
             sha256, size = temp.finish()
             faults.point("crash_after_convert", path.name)
             key = object_key(name, sha256)
@@ -220,6 +224,8 @@ class Lakehouse:
                         "source": source,
                         "schema": schema_to_json(conversion.columns),
                         "fingerprint": fingerprint(conversion.columns),
+                        "dialect": conversion.dialect,
+                        "rejected_rows": conversion.rejected_rows,
                     },
                     dataset=name,
                     id=registration_id(name, source["sha256"], previous),
@@ -227,6 +233,43 @@ class Lakehouse:
             )
         faults.point("crash_after_append", path.name)
         return Outcome("registered", path, name, event)
+
+    def _register_rejects(
+        self, path: Path, source: dict, name: str, conversion: Conversion, temp
+    ) -> None:
+        """Register the rejected records of a file as one more part of <name>__rejected_rows."""
+        companion = name + REJECTED_ROWS_SUFFIX
+        if self.catalog.find_source(companion, source["sha256"]) is not None:
+            return  # registered before a crash or a retry: once is enough
+        current = self.catalog.dataset(companion)
+        previous = current.version if current else 0
+        sha256, size = temp.finish()
+        key = object_key(companion, sha256)
+        self.store.put(key, temp)
+        columns = list(REJECTED_ROWS_COLUMNS)
+        self.log.append(
+            Event(
+                "dataset.registered",
+                {
+                    "dataset": companion,
+                    "version": previous + 1,
+                    "mode": names.APPEND,
+                    "object": {
+                        "key": key,
+                        "sha256": sha256,
+                        "bytes": size,
+                        "rows": conversion.rejected_rows,
+                    },
+                    "source": source,
+                    "schema": schema_to_json(columns),
+                    "fingerprint": fingerprint(columns),
+                    "dialect": conversion.dialect,
+                    "rejected_rows": 0,
+                },
+                dataset=companion,
+                id=registration_id(companion, source["sha256"], previous),
+            )
+        )
 
     # -- operations -----------------------------------------------------------------------
 

@@ -16,18 +16,20 @@ from hypothesis import strategies as st
 
 from lakehoused.errors import RejectedFile
 from lakehoused.ingest import CsvFormat, convert
-from lakehoused.ingest.convert import ROW_GROUP_ROWS, SAMPLE_ROWS
+from lakehoused.ingest.convert import ROW_GROUP_ROWS
 from lakehoused.schema import Column
 
-LATE = SAMPLE_ROWS + 3000  # a row well past the sample
+LATE = 5000  # a row well past the first run of records when runs are small
 CONVERT = sys.modules["lakehoused.ingest.convert"]
+TEXT = sys.modules["lakehoused.ingest.text"]
 
 
-@pytest.fixture(params=["sampled", "one pass"])
+@pytest.fixture(params=["many runs, spilled", "one run"])
 def both_paths(request, monkeypatch):
-    """Run a test through the sampled path (large files) and the one-pass path (small)."""
-    if request.param == "sampled":
-        monkeypatch.setattr(CONVERT, "SMALL_FILE", 0)
+    """Run a test with 1 KiB runs and an on-disk spill (as large files are), and in one run."""
+    if request.param != "one run":
+        monkeypatch.setattr(TEXT, "CHUNK_BYTES", 1024)
+        monkeypatch.setattr(CONVERT, "_spill_limit", lambda fmt: 0)
     return request.param
 
 

@@ -1,0 +1,374 @@
+"""Reading a CSV file once: its dialect, its header, then all-VARCHAR Arrow tables of its rows.
+
+One read of the file. A thread decodes the text and runs the strict check (strict.py) on
+each run of whole records; the calling thread hands exactly those bytes to pyarrow's CSV
+parser, which checks every record's field count and (for UTF-8) every byte, and returns
+the values. The two must agree on the number of records in every run, or the file is not
+read at all. The header is parsed by the same parser with the same options.
+"""
+
+from __future__ import annotations
+
+import codecs
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from lakehoused.errors import RejectedFile
+from lakehoused.ingest import types
+from lakehoused.ingest.dialect import SNIFF_BYTES, CsvFormat, Dialect, choose_delimiter, sep_line
+from lakehoused.ingest.strict import BadRecord, InvalidUtf8, Records, Scanner
+from lakehoused.ingest.text import Utf8Text, invalid_utf8_error, open_bytes
+
+_DONE = object()
+_NO_HEADER = "false"
+
+
+def header_names(raw: list[str]) -> list[str]:
+    """Column names from a header row: blank names become column_N, repeats get _2, _3.
+
+    Names are kept exactly as written otherwise (spaces included). Repeats are found
+    case-insensitively, because SQL identifiers are.
+    """
+    names: list[str] = []
+    seen: set[str] = set()
+    for position, name in enumerate(raw, start=1):
+        name = name if name.strip() else f"column_{position}"
+        candidate, n = name, 1
+        while candidate.lower() in seen:
+            n += 1
+            candidate = f"{name}_{n}"
+        seen.add(candidate.lower())
+        names.append(candidate)
+    return names
+
+
+class CsvReader:
+    """One CSV file, opened: its dialect and column names, then its rows as Arrow tables."""
+
+    def __init__(self, path: Path, fmt: CsvFormat) -> None:
+        self.path, self.fmt = path, fmt
+        self._stack = ExitStack()
+        data, self.position = self._stack.enter_context(open_bytes(path, fmt.compression))
+        self.bytes_total = max(path.stat().st_size, 1)
+        self.text = Utf8Text(data, fmt)
+        self._chunks = self.text.chunks()
+        self._line_endings = {"LF": 0, "CRLF": 0, "CR": 0}
+        self._cr_at_end = False
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the file (and stop the checking thread, if it runs)."""
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+        thread = getattr(self, "_thread", None)
+        if thread is not None:
+            thread.join()
+        self._stack.close()
+
+    def __enter__(self) -> CsvReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the preamble: BOM, sep= line, skipped lines, the sniff --------------------------
+
+    def _next_chunk(self) -> bytes:
+        try:
+            chunk = next(self._chunks, b"")
+        except InvalidUtf8:
+            raise self._utf8_error() from None
+        self._count_line_endings(chunk)
+        return chunk
+
+    def _open(self) -> None:
+        fmt = self.fmt
+        buf = self._next_chunk()
+        if not buf:
+            raise RejectedFile("the file is empty: a header row naming the columns is required")
+        line = 1
+        delimiter, delimiter_from, has_sep = fmt.delimiter, "setting", False
+        if (sep := sep_line(buf)) is not None:
+            has_sep, line, buf = True, 2, buf[sep[1] :]
+            if delimiter is None:
+                delimiter, delimiter_from = sep[0], "sep line"
+        eof = False
+        for _ in range(fmt.skip_rows):
+            buf, eof = self._drop_line(buf, eof)
+            if not buf and eof:
+                raise RejectedFile(
+                    f"the file has only {line - 1 + int(has_sep)} line(s): "
+                    f"{fmt.setting('skip_rows', str(fmt.skip_rows))} skips all of them"
+                )
+            line += 1
+        while len(buf) < SNIFF_BYTES and not eof:
+            more = self._next_chunk()
+            eof = not more
+            buf += more
+        if delimiter is None:
+            decoder = codecs.getincrementaldecoder("utf-8")("strict")
+            try:
+                sample = decoder.decode(buf[:SNIFF_BYTES], final=eof)
+            except UnicodeDecodeError:
+                raise self._utf8_error() from None
+            complete = eof and len(buf) <= SNIFF_BYTES
+            delimiter, delimiter_from = choose_delimiter(fmt, sample, complete, line)
+        self.fmt = fmt = replace(fmt, delimiter=delimiter)
+        self.scanner = Scanner(fmt, first_line=line)
+        self._first, self._eof = buf, eof
+        self.dialect = Dialect(
+            delimiter=delimiter,
+            quote=fmt.quote,
+            escape=fmt.escape,
+            header=fmt.header is not False,
+            skip_rows=fmt.skip_rows,
+            comment=fmt.comment,
+            encoding=self.text.name,
+            sep_line=has_sep,
+            delimiter_from=delimiter_from,
+            bom=self.text.bom,
+        )
+        self._start()
+        self.names = self._read_header()
+
+    def _drop_line(self, buf: bytes, eof: bool) -> tuple[bytes, bool]:
+        """`buf` less its first line (pulling chunks until the line ends)."""
+        while True:
+            lf, cr = buf.find(b"\n"), buf.find(b"\r")
+            ends = [i for i in (lf, cr) if i >= 0]
+            if ends and not (min(ends) == cr and cr == len(buf) - 1 and not eof):
+                end = min(ends)
+                if end == cr and buf[cr + 1 : cr + 2] == b"\n":
+                    end += 1
+                return buf[end + 1 :], eof
+            if eof:
+                return b"", True
+            more = self._next_chunk()
+            eof = not more
+            buf += more
+
+    def _count_line_endings(self, chunk: bytes) -> None:
+        counts = self._line_endings
+        crlf = 0
+        if b"\r" in chunk:
+            crlf = chunk.count(b"\r\n")
+            counts["CR"] += chunk.count(b"\r") - crlf
+        if self._cr_at_end and chunk[:1] == b"\n":
+            counts["CR"] -= 1  # a CRLF cut in two by the chunk boundary
+            counts["LF"] -= 1
+            counts["CRLF"] += 1
+        self._cr_at_end = chunk[-1:] == b"\r"
+        counts["CRLF"] += crlf
+        counts["LF"] += chunk.count(b"\n") - crlf
+
+    def line_endings(self) -> str:
+        """LF, CRLF, CR, mixed or none: what ended the file's lines."""
+        used = [name for name, count in self._line_endings.items() if count]
+        return used[0] if len(used) == 1 else "mixed" if used else "none"
+
+    def _utf8_error(self) -> RejectedFile:
+        return invalid_utf8_error(self.path, self.fmt) or RejectedFile(
+            "the file is not valid UTF-8; save it as UTF-8 or set " + self.fmt.setting("encoding")
+        )
+
+    # -- the checking thread ----------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._check, name="csv-check", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _check(self) -> None:
+        """Thread: the decoded text, checked, as runs of whole records; then _DONE."""
+        try:
+            chunk, eof = self._first, self._eof
+            while not self._stop.is_set():
+                records = self.scanner.feed(chunk, final=eof)
+                if records is not None and not self._put(records):
+                    return
+                if eof:
+                    break
+                chunk = self._next_chunk()
+                eof = not chunk
+            self._put(_DONE)
+        except BaseException as e:  # handed to the reading thread, which raises it
+            self._put(e)
+
+    def _runs(self) -> Iterator[Records]:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, InvalidUtf8):
+                raise self._utf8_error()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    # -- parsing --------------------------------------------------------------------------
+
+    def _parse(self, data: bytes, columns: int, *, nulls: bool) -> pa.Table:
+        names = [f"f{i}" for i in range(columns)]
+        fmt = self.fmt
+        return pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(
+                column_names=names, use_threads=False, block_size=max(len(data) + 1, 1 << 16)
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=fmt.delimiter,
+                quote_char=fmt.quote or False,
+                double_quote=True,
+                escape_char=fmt.escape or False,
+                newlines_in_values=True,
+                # With one column a blank line is an empty value; with more, it is no record.
+                ignore_empty_lines=columns != 1,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                null_values=["", *fmt.null_values] if nulls else [],
+                strings_can_be_null=nulls,
+                quoted_strings_can_be_null=nulls,
+                check_utf8=not self.text.transcoded,
+            ),
+        )
+
+    def _parse_run(self, records: Records, data: bytes, rows: int) -> pa.Table:
+        """Parse one run; the parser and the check must agree on every record."""
+        columns = self.scanner.expected or 1
+        try:
+            table = self._parse(data, columns, nulls=True) if data else None
+        except (pa.ArrowInvalid, pa.ArrowException) as e:
+            raise self._diagnose(records, str(e)) from None
+        got = table.num_rows if table is not None else 0
+        if got != rows:
+            raise RuntimeError(
+                f"the CSV parser read {got} records where the strict check found {rows}, "
+                f"from line {records.first_line}"
+            )
+        return table
+
+    def _diagnose(self, records: Records, message: str) -> RejectedFile:
+        """The parser refused a run the check passed: find the line, in our own words."""
+        if "UTF8" in message or "UTF-8" in message:
+            return self._utf8_error()
+        counts = records.field_counts()
+        wrong = (counts != self.scanner.expected).nonzero()[0]
+        if not wrong.size:
+            raise RuntimeError(f"the CSV parser refused a run the strict check passed: {message}")
+        i = int(wrong[0])
+        start, end = int(records.starts[i]), int(records.ends[i])
+        line = int(records.line_of(start))
+        run = records.run
+        assert run is not None
+        reason = run.count_reason(start, end, int(counts[i]))
+        expected = self.scanner.expected or 0
+        hints = []
+        if int(counts[i]) > expected and self.dialect.delimiter_from != "setting":
+            hints.append(
+                f"quote values that contain the delimiter ({self.fmt.delimiter!r}), or set "
+                f"{self.fmt.setting('delimiter')} if it is another character"
+            )
+        elif int(counts[i]) > expected:
+            hints.append("quote values that contain the delimiter")
+        if line <= self._header_line + 2 and int(counts[i]) > expected:
+            hints.append(
+                f"if the line(s) above line {line} are a title or notes, set "
+                f"{self.fmt.setting('skip_rows', str(self.fmt.skip_rows + line - 1))}"
+            )
+        text = records.data[start:end]
+        if self.fmt.comment is None and text[:1] in (b"#", b";", b"%", b"/"):
+            hints.append(
+                f"if lines starting with {text[:1].decode()} are comments, set "
+                f"{self.fmt.setting('comment', repr(text[:1].decode()))}"
+            )
+        hints.append(run.quarantine_hint().removeprefix("; or "))
+        return RejectedFile(
+            f"line {line}: {reason}; every record needs as many fields as the header "
+            f"(line {self._header_line}): " + "; or ".join(hints),
+            line=line,
+        )
+
+    def _read_header(self) -> list[str]:
+        """The column names: the first record, parsed like every other one; or column_N."""
+        self._pending: list[tuple[Records, bytes, int]] = []
+        first = None
+        for records in self._runs():
+            if records.rows or records.bad:
+                first = records
+                break
+            self._pending.append((records, records.feed, 0))
+        if first is None or not first.rows:
+            if first is not None:
+                self._pending.append((first, first.feed, 0))
+            raise RejectedFile(
+                "the file holds no record: a header row naming the columns is required"
+            )
+        self._header_line = int(first.line_of(int(first.starts[0])))
+        columns = self.scanner.expected or 1
+        if self.fmt.header is False:
+            self._pending.append((first, first.feed, first.rows))
+            return [f"column_{i}" for i in range(1, columns + 1)]
+        start, end = int(first.starts[0]), int(first.ends[0])
+        try:
+            table = self._parse(first.data[start:end] + b"\n", columns, nulls=False)
+        except (pa.ArrowInvalid, pa.ArrowException) as e:
+            raise self._diagnose(first, str(e)) from None
+        raw = [table.column(i)[0].as_py() for i in range(columns)]
+        assert first.header_next is not None
+        self._pending.append((first, first.feed[first.header_next :], first.rows - 1))
+        self._check_header(raw)
+        return header_names(raw)
+
+    def _check_header(self, raw: list[str]) -> None:
+        """A first record of values only, no names, is refused unless header is set."""
+        if self.fmt.header is not None:
+            return
+        if all(types.classify_value(name) not in (types.TEXT, types.EMPTY) for name in raw):
+            shown = ", ".join(raw[:5]) + (", ..." if len(raw) > 5 else "")
+            raise RejectedFile(
+                f"line {self._header_line}: the header row holds only values ({shown}), no "
+                f"names: if the file has no header row, set "
+                f"{self.fmt.setting('header', _NO_HEADER)} (columns column_1, column_2, ...); "
+                f"if these are the names, set {self.fmt.setting('header', 'true')}",
+                line=self._header_line,
+            )
+
+    def tables(self) -> Iterator[tuple[pa.Table | None, list[BadRecord]]]:
+        """Each run's rows as an all-VARCHAR table (None if it has none), and its bad records."""
+        for records, data, rows in self._pending:
+            yield self._table(records, data, rows), records.bad
+        for records in self._runs():
+            yield self._table(records, records.feed, records.rows), records.bad
+        self.dialect = replace(self.dialect, line_endings=self.line_endings())
+
+    def _table(self, records: Records, data: bytes, rows: int) -> pa.Table | None:
+        if not rows:
+            return None
+        return self._parse_run(records, data, rows).rename_columns(self.names)
+
+    def progress(self) -> float:
+        """How far into the file the reading is, 0 to 1."""
+        return min(self.position() / self.bytes_total, 1.0)
