@@ -65,13 +65,12 @@ def _current_rss_mib() -> float:
 
 def _convert(side: str, source: Path, target: Path) -> int:
     """One side's conversion; the number of rows written."""
-    import duckdb
-
     if side == "lakehoused":
-        from lakehoused.ingest.convert import convert
-        from lakehoused.ingest.csvfile import CsvFormat
+        from lakehoused.ingest import CsvFormat, convert
 
         return convert(source, target, CsvFormat(), dataset="workers").rows
+    import duckdb
+
     con = duckdb.connect()  # inside the timing because lakehoused's convert() connects too
     try:
         path = str(source).replace("'", "''")
@@ -94,11 +93,12 @@ def _error_text(error: BaseException) -> str:
 
 def child(side: str, source: Path, target: Path) -> None:
     """Run one conversion in this (fresh) process and print its figures as one JSON line."""
-    # Imports first, so that the RSS measured before the conversion includes them.
-    import duckdb  # noqa: F401
-
+    # Imports first, so that the RSS measured before the conversion includes them; each side
+    # imports only what it converts with (the converter no longer uses DuckDB).
     if side == "lakehoused":
         import lakehoused.ingest.convert  # noqa: F401
+    else:
+        import duckdb  # noqa: F401
     rss_before = _current_rss_mib()
     result: dict = {}
     start = time.perf_counter()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from lakehoused.errors import RejectedFile
 from lakehoused.ingest import CsvFormat, convert
-from lakehoused.ingest.convert import ROW_GROUP_ROWS
+from lakehoused.ingest.parquet import ROW_GROUP_ROWS
 from lakehoused.schema import Column
 
 LATE = 5000  # a row well past the first run of records when runs are small

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import queue
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,13 +29,12 @@ import pyarrow.parquet as pq
 
 from lakehoused import faults
 from lakehoused.errors import RejectedFile
-from lakehoused.ingest import types
+from lakehoused.ingest import parquet, types
 from lakehoused.ingest.dialect import CsvFormat
 from lakehoused.ingest.reader import CsvReader
 from lakehoused.ingest.strict import BadRecord
 from lakehoused.schema import Column
 
-ROW_GROUP_ROWS = 122_880  # DuckDB's own row group size: large enough to scan fast
 READ_SHARE = 0.6  # of the progress: the read; the rest is the Parquet write
 # The rejected records of on_bad_rows = "quarantine", as stored in <dataset>__rejected_rows.
 REJECTED_ROWS_COLUMNS = (
@@ -95,11 +92,23 @@ def convert(
     report = progress or (lambda _: None)
     spill = _Spill(target.with_name(target.name + ".spill.tmp"), _spill_limit(fmt))
     rejects = _Rejects(rejects_target) if fmt.on_bad_rows == "quarantine" else None
+    output: parquet.ParquetOutput | None = None
     try:
         with CsvReader(source, fmt) as reader:
             names = reader.names
             check_hints(names, hints, dataset)
             classes = dict.fromkeys(names, types.EMPTY)
+
+            def plan() -> parquet.Plan:
+                return types.plan_columns(
+                    names,
+                    classes,
+                    hints=hints,
+                    existing=existing,
+                    on_schema_change=on_schema_change,
+                    dataset=dataset,
+                )
+
             for table, bad in reader.tables():
                 if bad:
                     if rejects is None:
@@ -112,21 +121,36 @@ def convert(
                     if not classes[name] & types.TEXT:
                         classes[name] |= types.classify_array(column, classes[name])
                 spill.append(table)
+                if output is None:
+                    output = parquet.ParquetOutput(
+                        target,
+                        parquet.group_rows_for(table, spill.limit // 2),
+                        parquet.dictionary_columns(table),
+                    )
+                output.add(table, plan)
                 report(READ_SHARE * reader.progress())
             dialect = reader.dialect.to_json()
-        planned = types.plan_columns(
-            names,
-            classes,
-            hints=hints,
-            existing=existing,
-            on_schema_change=on_schema_change,
-            dataset=dataset,
-        )
+        planned = plan()
         faults.point("converter_dies", source.name)
         faults.point("converter_fails", source.name)
-        columns = _write_parquet(spill, planned, target, report)
+        if output is None:
+            columns = parquet.write_empty(target, planned)
+        elif parquet.same_plans(output.plans, planned):
+            columns = output.finish(planned)
+        else:
+            output.abort()
+            columns = parquet.rewrite(
+                spill.tables(),
+                target,
+                planned,
+                output.group_rows,
+                output.dictionary,
+                lambda rows: report(READ_SHARE + (1 - READ_SHARE) * rows / max(spill.rows, 1)),
+            )
         rejected = rejects.close() if rejects is not None else 0
     except BaseException:
+        if output is not None:
+            output.abort()
         if rejects is not None:
             rejects.abort()
         raise
@@ -243,68 +267,3 @@ class _Rejects:
         if self._writer is not None:
             self._writer.close()
         self.path.unlink(missing_ok=True)
-
-
-def _write_parquet(
-    spill: _Spill, planned: Sequence[tuple[str, str]], target: Path, report: Progress
-) -> list[Column]:
-    """Cast the spilled rows per plan and write them as Parquet; the columns written."""
-    schema = pa.schema([(name, types.ARROW_TYPES[type_]) for name, type_ in planned])
-    # Row groups of ROW_GROUP_ROWS, unless rows are so wide that one would not fit the budget.
-    row_bytes = max(spill.bytes // max(spill.rows, 1), 1)
-    group_rows = max(1, min(ROW_GROUP_ROWS, spill.limit // 2 // row_bytes))
-    nulls = dict.fromkeys((name for name, _ in planned), 0)
-    written = 0
-    groups: queue.Queue = queue.Queue(maxsize=1)
-    failure: list[BaseException] = []
-
-    def write() -> None:
-        # The Parquet encoder releases the GIL: it runs beside the casts of the next group.
-        try:
-            with pq.ParquetWriter(
-                target, schema, compression="snappy", store_schema=False, write_statistics=True
-            ) as writer:
-                while (group := groups.get()) is not None:
-                    writer.write_table(group, row_group_size=group_rows)
-        except BaseException as e:
-            failure.append(e)
-            while groups.get() is not None:
-                pass
-
-    thread = threading.Thread(target=write, name="parquet-write", daemon=True)
-    thread.start()
-    try:
-        for group in _regroup(spill.tables(), group_rows):
-            typed = pa.table(
-                [types.cast(group.column(name), type_) for name, type_ in planned], schema=schema
-            )
-            for name in nulls:
-                nulls[name] += typed.column(name).null_count
-            groups.put(typed)
-            written += typed.num_rows
-            report(READ_SHARE + (1 - READ_SHARE) * written / max(spill.rows, 1))
-            if failure:
-                break
-    finally:
-        groups.put(None)
-        thread.join()
-    if failure:
-        raise failure[0]
-    return [Column(name, type_, nullable=nulls[name] > 0) for name, type_ in planned]
-
-
-def _regroup(parts: Iterator[pa.Table | pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
-    """The parts re-cut into tables of exactly `rows` rows (the last one shorter)."""
-    pending: list[pa.Table] = []
-    have = 0
-    for part in parts:
-        table = part if isinstance(part, pa.Table) else pa.Table.from_batches([part])
-        pending.append(table)
-        have += table.num_rows
-        while have >= rows:
-            joined = pa.concat_tables(pending)
-            yield joined.slice(0, rows)
-            rest = joined.slice(rows)
-            pending, have = ([rest] if rest.num_rows else []), rest.num_rows
-    if have:
-        yield pa.concat_tables(pending)

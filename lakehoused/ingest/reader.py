@@ -140,8 +140,11 @@ class CsvReader:
             delimiter_from=delimiter_from,
             bom=self.text.bom,
         )
+        self.names: list[str] | None = None
         self._start()
-        self.names = self._read_header()
+        names = next(self._items(), None)
+        assert isinstance(names, list), "the check thread ends with a rejection or the names"
+        self.names = names
 
     def _drop_line(self, buf: bytes, eof: bool) -> tuple[bytes, bool]:
         """`buf` less its first line (pulling chunks until the line ends)."""
@@ -186,7 +189,7 @@ class CsvReader:
     # -- the checking thread ----------------------------------------------------------------
 
     def _start(self) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._check, name="csv-check", daemon=True)
         self._thread.start()
@@ -201,35 +204,50 @@ class CsvReader:
         return False
 
     def _check(self) -> None:
-        """Thread: the decoded text, checked, as runs of whole records; then _DONE."""
+        """Thread: the text, checked and parsed run by run; the names first, _DONE last."""
         try:
             chunk, eof = self._first, self._eof
+            self._first = b""
             while not self._stop.is_set():
                 records = self.scanner.feed(chunk, final=eof)
-                if records is not None and not self._put(records):
+                if records is not None and not self._put(self._parsed(records)):
                     return
                 if eof:
                     break
                 chunk = self._next_chunk()
                 eof = not chunk
+            if self.names is None:
+                raise RejectedFile(
+                    "the file holds no record: a header row naming the columns is required"
+                )
             self._put(_DONE)
+        except InvalidUtf8:
+            self._put(self._utf8_error())
         except BaseException as e:  # handed to the reading thread, which raises it
             self._put(e)
 
-    def _runs(self) -> Iterator[Records]:
+    def _parsed(self, records: Records) -> tuple[pa.Table | None, list[BadRecord]]:
+        """One run as an all-VARCHAR table (the header taken off the first), and its bad rows."""
+        data, rows = records.feed, records.rows
+        if self.names is None and rows:
+            data, rows = self._read_header(records)
+            self._put(self.names)
+        if not rows:
+            return None, records.bad
+        return self._parse_run(records, data, rows).rename_columns(self.names), records.bad
+
+    def _items(self) -> Iterator[object]:
         while True:
             item = self._queue.get()
             if item is _DONE:
                 return
-            if isinstance(item, InvalidUtf8):
-                raise self._utf8_error()
             if isinstance(item, BaseException):
                 raise item
             yield item
 
     # -- parsing --------------------------------------------------------------------------
 
-    def _parse(self, data: bytes, columns: int, *, nulls: bool) -> pa.Table:
+    def _parse(self, data: bytes | memoryview, columns: int, *, nulls: bool) -> pa.Table:
         names = [f"f{i}" for i in range(columns)]
         fmt = self.fmt
         return pacsv.read_csv(
@@ -255,7 +273,7 @@ class CsvReader:
             ),
         )
 
-    def _parse_run(self, records: Records, data: bytes, rows: int) -> pa.Table:
+    def _parse_run(self, records: Records, data: bytes | memoryview, rows: int) -> pa.Table:
         """Parse one run; the parser and the check must agree on every record."""
         columns = self.scanner.expected or 1
         try:
@@ -298,7 +316,7 @@ class CsvReader:
                 f"if the line(s) above line {line} are a title or notes, set "
                 f"{self.fmt.setting('skip_rows', str(self.fmt.skip_rows + line - 1))}"
             )
-        text = records.data[start:end]
+        text = bytes(records.data[start:end])
         if self.fmt.comment is None and text[:1] in (b"#", b";", b"%", b"/"):
             hints.append(
                 f"if lines starting with {text[:1].decode()} are comments, set "
@@ -311,36 +329,24 @@ class CsvReader:
             line=line,
         )
 
-    def _read_header(self) -> list[str]:
-        """The column names: the first record, parsed like every other one; or column_N."""
-        self._pending: list[tuple[Records, bytes, int]] = []
-        first = None
-        for records in self._runs():
-            if records.rows or records.bad:
-                first = records
-                break
-            self._pending.append((records, records.feed, 0))
-        if first is None or not first.rows:
-            if first is not None:
-                self._pending.append((first, first.feed, 0))
-            raise RejectedFile(
-                "the file holds no record: a header row naming the columns is required"
-            )
+    def _read_header(self, first: Records) -> tuple[bytes | memoryview, int]:
+        """Set the column names from the first record, parsed like every other one (or to
+        column_N); return what of the run is left to parse, and its records."""
         self._header_line = int(first.line_of(int(first.starts[0])))
         columns = self.scanner.expected or 1
         if self.fmt.header is False:
-            self._pending.append((first, first.feed, first.rows))
-            return [f"column_{i}" for i in range(1, columns + 1)]
+            self.names = [f"column_{i}" for i in range(1, columns + 1)]
+            return first.feed, first.rows
         start, end = int(first.starts[0]), int(first.ends[0])
         try:
-            table = self._parse(first.data[start:end] + b"\n", columns, nulls=False)
+            table = self._parse(bytes(first.data[start:end]) + b"\n", columns, nulls=False)
         except (pa.ArrowInvalid, pa.ArrowException) as e:
             raise self._diagnose(first, str(e)) from None
         raw = [table.column(i)[0].as_py() for i in range(columns)]
-        assert first.header_next is not None
-        self._pending.append((first, first.feed[first.header_next :], first.rows - 1))
         self._check_header(raw)
-        return header_names(raw)
+        self.names = header_names(raw)
+        assert first.header_next is not None
+        return first.feed[first.header_next :], first.rows - 1
 
     def _check_header(self, raw: list[str]) -> None:
         """A first record of values only, no names, is refused unless header is set."""
@@ -358,16 +364,8 @@ class CsvReader:
 
     def tables(self) -> Iterator[tuple[pa.Table | None, list[BadRecord]]]:
         """Each run's rows as an all-VARCHAR table (None if it has none), and its bad records."""
-        for records, data, rows in self._pending:
-            yield self._table(records, data, rows), records.bad
-        for records in self._runs():
-            yield self._table(records, records.feed, records.rows), records.bad
+        yield from self._items()  # type: ignore[misc]
         self.dialect = replace(self.dialect, line_endings=self.line_endings())
-
-    def _table(self, records: Records, data: bytes, rows: int) -> pa.Table | None:
-        if not rows:
-            return None
-        return self._parse_run(records, data, rows).rename_columns(self.names)
 
     def progress(self) -> float:
         """How far into the file the reading is, 0 to 1."""

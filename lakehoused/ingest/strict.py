@@ -50,8 +50,8 @@ class BadRecord:
 class Records:
     """A run of whole records, checked; `feed` is what the parser reads of them."""
 
-    data: bytes
-    feed: bytes
+    data: memoryview  # a view: runs are not copied
+    feed: memoryview | bytes
     first_line: int
     starts: np.ndarray  # kept records (not blank, comment or bad): their first byte in data
     ends: np.ndarray  # and the end of their content (before the line break)
@@ -228,8 +228,8 @@ class _Run:
             i = int(too_long[0])
             raise self.too_long(int(starts[i]), int(ends[i] - starts[i]))
         records = Records(
-            data=self.buf[:cut],
-            feed=b"",
+            data=memoryview(self.buf)[:cut],
+            feed=b"",  # set below
             first_line=s.line,
             starts=starts[keep],
             ends=ends[keep],

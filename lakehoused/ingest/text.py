@@ -19,7 +19,7 @@ from typing import BinaryIO
 from lakehoused.errors import RejectedFile
 from lakehoused.ingest.dialect import CsvFormat
 
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 1 << 20
 # Longest first: a UTF-32-LE BOM starts with the UTF-16-LE one.
 BOMS = (
     (b"\x00\x00\xfe\xff", "utf-32-be"),
@@ -61,7 +61,7 @@ class Utf8Text:
     def __init__(self, data: BinaryIO, fmt: CsvFormat, chunk_bytes: int | None = None) -> None:
         self.data, self.fmt = data, fmt
         self.chunk_bytes = chunk_bytes or CHUNK_BYTES
-        self.head = data.read(chunk_bytes)
+        self.head = data.read(self.chunk_bytes)
         self.bom: str | None = None
         self.encoding = codec_name(fmt.encoding)
         skip = 0
@@ -84,13 +84,13 @@ class Utf8Text:
     def chunks(self) -> Iterator[bytes]:
         """Every chunk of the content, as UTF-8 bytes."""
         if not self.transcoded:
-            chunk = self.head
+            chunk, self.head = self.head, b""
             while chunk:
                 yield chunk
                 chunk = self.data.read(self.chunk_bytes)
             return
         decoder = codecs.getincrementaldecoder(self.encoding)("strict")
-        chunk, first = self.head, True
+        chunk, first, self.head = self.head, True, b""
         while True:
             final = not chunk
             pending = len(decoder.getstate()[0])
