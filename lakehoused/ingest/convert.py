@@ -109,6 +109,12 @@ def convert(
                     dataset=dataset,
                 )
 
+            def classify(group: pa.Table) -> None:
+                for name, column in zip(names, group.columns, strict=True):
+                    # Text is final: nothing but VARCHAR holds it, whatever comes next.
+                    if not classes[name] & types.TEXT:
+                        classes[name] |= types.classify_array(column, classes[name])
+
             for table, bad in reader.tables():
                 if bad:
                     if rejects is None:
@@ -116,10 +122,6 @@ def convert(
                     rejects.write(bad)
                 if table is None:
                     continue
-                for name, column in zip(names, table.columns, strict=True):
-                    # Text is final: nothing but VARCHAR holds it, whatever comes next.
-                    if not classes[name] & types.TEXT:
-                        classes[name] |= types.classify_array(column, classes[name])
                 spill.append(table)
                 if output is None:
                     output = parquet.ParquetOutput(
@@ -127,15 +129,22 @@ def convert(
                         parquet.group_rows_for(table, spill.limit // 2),
                         parquet.dictionary_columns(table),
                     )
-                output.add(table, plan)
+                for group in output.take(table):
+                    classify(group)
+                    output.write(group, plan())
                 report(READ_SHARE * reader.progress())
             dialect = reader.dialect.to_json()
+        rest = output.rest() if output is not None else None
+        if rest is not None:
+            classify(rest)
         planned = plan()
         faults.point("converter_dies", source.name)
         faults.point("converter_fails", source.name)
         if output is None:
             columns = parquet.write_empty(target, planned)
         elif parquet.same_plans(output.plans, planned):
+            if rest is not None:
+                output.write(rest, planned)
             columns = output.finish(planned)
         else:
             output.abort()

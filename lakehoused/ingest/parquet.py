@@ -60,35 +60,19 @@ class ParquetOutput:
         self._failure: list[BaseException] = []
         self._thread: threading.Thread | None = None
 
-    def add(self, table: pa.Table, plan: Callable[[], Plan]) -> None:
-        """Queue a table's rows; write every full row group with the plan known now."""
+    def take(self, table: pa.Table) -> Iterator[pa.Table]:
+        """Queue a table's rows; every full row group they complete, to be written."""
         self._pending.append(table)
         self._have += table.num_rows
         while self._have >= self.group_rows:
-            self._write(self._cut(self.group_rows), plan())
+            yield self._cut(self.group_rows)
 
-    def finish(self, plan: Plan) -> list[Column]:
-        """Write the rows left with the final plan, close the file; the columns written."""
-        if self._thread is None and not self._have:
-            return write_empty(self.target, plan)
-        if self._have:
-            self._write(self._cut(self._have), plan)
-        self._close()
-        return [Column(name, type_, nullable=self.nulls.get(name, 0) > 0) for name, type_ in plan]
+    def rest(self) -> pa.Table | None:
+        """The rows queued that fill no whole row group (the last, shorter one)."""
+        return self._cut(self._have) if self._have else None
 
-    def abort(self) -> None:
-        """Stop writing (the file is left incomplete: the caller overwrites or drops it)."""
-        self._pending = []
-        self._close(raise_failure=False)
-
-    def _cut(self, rows: int) -> pa.Table:
-        joined = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
-        rest = joined.slice(rows)
-        self._pending = [rest] if rest.num_rows else []
-        self._have = rest.num_rows
-        return joined.slice(0, rows)
-
-    def _write(self, group: pa.Table, plan: Plan) -> None:
+    def write(self, group: pa.Table, plan: Plan) -> None:
+        """Cast a row group per plan and hand it to the writing thread."""
         if self._failure:
             raise self._failure[0]
         schema = pa.schema([(name, types.ARROW_TYPES[type_]) for name, type_ in plan])
@@ -105,6 +89,25 @@ class ParquetOutput:
         self.plans.append(plan)
         self.rows += typed.num_rows
         self._queue.put(typed)
+
+    def finish(self, plan: Plan) -> list[Column]:
+        """Close the file; the columns written (with their nullability)."""
+        if self._thread is None:
+            return write_empty(self.target, plan)
+        self._close()
+        return [Column(name, type_, nullable=self.nulls.get(name, 0) > 0) for name, type_ in plan]
+
+    def abort(self) -> None:
+        """Stop writing (the file is left incomplete: the caller overwrites or drops it)."""
+        self._pending = []
+        self._close(raise_failure=False)
+
+    def _cut(self, rows: int) -> pa.Table:
+        joined = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+        rest = joined.slice(rows)
+        self._pending = [rest] if rest.num_rows else []
+        self._have = rest.num_rows
+        return joined.slice(0, rows)
 
     def _run(self, schema: pa.Schema) -> None:
         # The encoder releases the GIL: it runs beside the reading and the next casts.
@@ -155,8 +158,11 @@ def rewrite(
     output = ParquetOutput(target, group_rows, dictionary)
     try:
         for part in _tables(parts):
-            output.add(part, lambda: plan)
-            report(output.rows)
+            for group in output.take(part):
+                output.write(group, plan)
+                report(output.rows)
+        if (rest := output.rest()) is not None:
+            output.write(rest, plan)
         return output.finish(plan)
     except BaseException:
         output.abort()

@@ -68,6 +68,7 @@ _TIMESTAMP = re.compile(
 _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
 # A fraction of at most 16 characters has at most 15 significant digits: a double holds it.
 _SHORT_FRACTION = 16
+_SAMPLE = 64  # values classified one by one before the vectorised tests
 
 
 def classify_value(value: str) -> int:
@@ -107,6 +108,16 @@ _FAST_FRACTION = r"^-?(0|[1-9][0-9]*)(\.[0-9]+([eE][+-]?[0-9]{1,2})?|[eE][+-]?[0
 
 
 def _is_int(values: pa.Array) -> pa.Array:
+    # Digits only (so no sign), no leading zero, at most 15 of them: three cheap passes,
+    # cheaper than one regular expression. Negative integers are left to the next tests.
+    length = pc.utf8_length(values)
+    leading_zero = pc.and_(pc.starts_with(values, "0"), pc.greater(length, 1))
+    return pc.and_(
+        pc.and_(pc.ascii_is_decimal(values), pc.less_equal(length, 15)), pc.invert(leading_zero)
+    )
+
+
+def _is_signed_int(values: pa.Array) -> pa.Array:
     return pc.match_substring_regex(values, _FAST_INT)
 
 
@@ -127,20 +138,27 @@ def _parses(values: pa.Array, pattern: str, type_: pa.DataType) -> pa.Array:
     try:
         pc.cast(pc.filter(values, mask), type_)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return pa.array([False] * len(values))  # some are not real dates: one by one
+        return pa.nulls(len(values), pa.bool_()).fill_null(False)  # some are not: one by one
     return mask
 
 
 def _is_date(values: pa.Array) -> pa.Array:
-    return _parses(values, f"^{_DATE.pattern}$", pa.date32())
+    try:
+        # Arrow parses exactly YYYY-MM-DD, valid dates only: when all parse, all are dates.
+        pc.cast(values, pa.date32())
+        return pa.nulls(len(values), pa.bool_()).fill_null(True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _parses(values, f"^{_DATE.pattern}$", pa.date32())
 
 
 def _is_timestamp(values: pa.Array) -> pa.Array:
     return _parses(values, f"^{_TIMESTAMP.pattern}$", pa.timestamp("us"))
 
 
+_INTEGERS = ((INT_EXACT, _is_int), (INT_EXACT, _is_signed_int))
 _FAST_TESTS = {
-    "number": ((INT_EXACT, _is_int), (FRACTION, _is_fraction)),
+    "integer": (*_INTEGERS, (FRACTION, _is_fraction)),
+    "fraction": ((FRACTION, _is_fraction), *_INTEGERS),
     "boolean": ((BOOLEAN, _is_boolean),),
     "temporal": ((DATE, _is_date), (TIMESTAMP, _is_timestamp)),
 }
@@ -152,12 +170,12 @@ def _families(seen: int) -> list[str]:
         first = "temporal"
     elif seen & BOOLEAN:
         first = "boolean"
-    elif seen & (INT_EXACT | INT64 | INT_WIDE | FRACTION):
-        first = "number"
+    elif seen & FRACTION:
+        first = "fraction"
     else:
-        first = None
-    rest = [f for f in _FAST_TESTS if f != first]
-    return [first, *rest] if first else ["number", "temporal", "boolean"]
+        first = "integer"
+    numbers = "fraction" if first == "fraction" else "integer"
+    return list(dict.fromkeys([first, numbers, "temporal", "boolean"]))
 
 
 def classify_array(values: pa.Array | pa.ChunkedArray, seen: int = EMPTY) -> int:
@@ -165,11 +183,15 @@ def classify_array(values: pa.Array | pa.ChunkedArray, seen: int = EMPTY) -> int
 
     Stops early at the first text value: nothing but VARCHAR holds text.
     """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
     values = values.drop_null()
+    # A few values one by one first: a text column shows itself at once (most do), and
+    # the others say which test to run first over the whole array.
     classes = EMPTY
-    for family in _families(seen):
+    for value in values.slice(0, _SAMPLE).to_pylist():
+        classes |= classify_value(value)
+    if classes & TEXT:
+        return classes
+    for family in _families(seen | classes):
         for bit, test in _FAST_TESTS[family]:
             if not len(values):
                 return classes
