@@ -72,8 +72,7 @@ class CsvReader:
         stop = getattr(self, "_stop", None)
         if stop is not None:
             stop.set()
-        thread = getattr(self, "_thread", None)
-        if thread is not None:
+        for thread in getattr(self, "_threads", ()):
             thread.join()
         self._stack.close()
 
@@ -142,7 +141,7 @@ class CsvReader:
         )
         self.names: list[str] | None = None
         self._start()
-        names = next(self._items(), None)
+        names = next(self._items(self._queue), None)
         assert isinstance(names, list), "the check thread ends with a rejection or the names"
         self.names = names
 
@@ -186,59 +185,79 @@ class CsvReader:
             "the file is not valid UTF-8; save it as UTF-8 or set " + self.fmt.setting("encoding")
         )
 
-    # -- the checking thread ----------------------------------------------------------------
+    # -- the threads: check, then parse ----------------------------------------------------
 
     def _start(self) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._check, name="csv-check", daemon=True)
-        self._thread.start()
+        self._checked: queue.Queue = queue.Queue(maxsize=4)
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._threads = [
+            threading.Thread(target=self._check, name="csv-check", daemon=True),
+            threading.Thread(target=self._parse_all, name="csv-parse", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def _put(self, item: object) -> bool:
+    def _put(self, into: queue.Queue, item: object) -> bool:
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.1)
+                into.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
     def _check(self) -> None:
-        """Thread: the text, checked and parsed run by run; the names first, _DONE last."""
+        """Thread: the text as checked runs of whole records; _DONE last, or the error."""
         try:
             chunk, eof = self._first, self._eof
             self._first = b""
             while not self._stop.is_set():
                 records = self.scanner.feed(chunk, final=eof)
-                if records is not None and not self._put(self._parsed(records)):
+                if records is not None and not self._put(self._checked, records):
                     return
                 if eof:
                     break
                 chunk = self._next_chunk()
                 eof = not chunk
+            self._put(self._checked, _DONE)
+        except InvalidUtf8:
+            self._put(self._checked, self._utf8_error())
+        except BaseException as e:  # handed on, and raised in the reading thread
+            self._put(self._checked, e)
+
+    def _parse_all(self) -> None:
+        """Thread: each checked run parsed; the names first, _DONE last, or the error."""
+        try:
+            for records in self._items(self._checked):
+                if not self._put(self._queue, self._parsed(records)):
+                    return
             if self.names is None:
                 raise RejectedFile(
                     "the file holds no record: a header row naming the columns is required"
                 )
-            self._put(_DONE)
-        except InvalidUtf8:
-            self._put(self._utf8_error())
-        except BaseException as e:  # handed to the reading thread, which raises it
-            self._put(e)
+            self._put(self._queue, _DONE)
+        except BaseException as e:
+            self._put(self._queue, e)
 
     def _parsed(self, records: Records) -> tuple[pa.Table | None, list[BadRecord]]:
         """One run as an all-VARCHAR table (the header taken off the first), and its bad rows."""
         data, rows = records.feed, records.rows
         if self.names is None and rows:
             data, rows = self._read_header(records)
-            self._put(self.names)
+            self._put(self._queue, self.names)
         if not rows:
             return None, records.bad
         return self._parse_run(records, data, rows).rename_columns(self.names), records.bad
 
-    def _items(self) -> Iterator[object]:
+    def _items(self, source: queue.Queue) -> Iterator[object]:
         while True:
-            item = self._queue.get()
+            try:
+                item = source.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return  # closed early: the producer has stopped
+                continue
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
@@ -364,7 +383,7 @@ class CsvReader:
 
     def tables(self) -> Iterator[tuple[pa.Table | None, list[BadRecord]]]:
         """Each run's rows as an all-VARCHAR table (None if it has none), and its bad records."""
-        yield from self._items()  # type: ignore[misc]
+        yield from self._items(self._queue)  # type: ignore[misc]
         self.dialect = replace(self.dialect, line_endings=self.line_endings())
 
     def progress(self) -> float:
