@@ -39,7 +39,8 @@ DATA = BENCH / "data"
 DEFAULT_ROWS = 500_000
 BIG_ROWS = 5_000_000
 SIDES = ("lakehoused", "duckdb")
-TARGET_RATIO = 0.80
+TARGET_RATIO = 0.85  # on the 500k-row file; 0.75 on the 5M-row one (--big)
+TARGET_RATIO_BIG = 0.75
 TARGET_RSS_MIB = 300
 
 # Run as a script, sys.path[0] is bench/; the children and the checks need the repo root.
@@ -252,9 +253,8 @@ def main() -> None:
         ratio_text = f"{ratio:.2f}"
     else:
         ratio_text = "n/a (a side failed every run)"
-    print(
-        f"ratio lakehoused/duckdb (median wall time): {ratio_text} (target <= {TARGET_RATIO:.2f})"
-    )
+    target = TARGET_RATIO_BIG if rows >= BIG_ROWS else TARGET_RATIO
+    print(f"ratio lakehoused/duckdb (median wall time): {ratio_text} (target <= {target:.2f})")
     # A failed run's peak is only how far it got, so it must not read as a pass.
     partial = " (runs failed: peak up to the failure)" if "lakehoused" not in medians else ""
     print(

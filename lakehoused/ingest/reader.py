@@ -162,18 +162,20 @@ class CsvReader:
             buf += more
 
     def _count_line_endings(self, chunk: bytes) -> None:
-        counts = self._line_endings
-        crlf = 0
-        if b"\r" in chunk:
-            crlf = chunk.count(b"\r\n")
-            counts["CR"] += chunk.count(b"\r") - crlf
+        """Note which line endings the text uses (only whether, not how often)."""
+        used = self._line_endings
         if self._cr_at_end and chunk[:1] == b"\n":
-            counts["CR"] -= 1  # a CRLF cut in two by the chunk boundary
-            counts["LF"] -= 1
-            counts["CRLF"] += 1
+            used["CRLF"] = 1  # a CRLF cut in two by the chunk boundary
+            chunk = chunk[1:]
         self._cr_at_end = chunk[-1:] == b"\r"
-        counts["CRLF"] += crlf
-        counts["LF"] += chunk.count(b"\n") - crlf
+        if b"\r" not in chunk:
+            used["LF"] |= b"\n" in chunk
+            return
+        crlf = chunk.count(b"\r\n")
+        used["CRLF"] |= crlf > 0
+        used["LF"] |= chunk.count(b"\n") > crlf
+        # A CR at the very end may be half of a CRLF: the next chunk decides.
+        used["CR"] |= chunk.count(b"\r") - crlf - self._cr_at_end > 0
 
     def line_endings(self) -> str:
         """LF, CRLF, CR, mixed or none: what ended the file's lines."""
@@ -246,7 +248,7 @@ class CsvReader:
         if self.names is None and rows:
             data, rows = self._read_header(records)
             self._put(self._queue, self.names)
-        if not rows:
+        if rows == 0 or not data:
             return None, records.bad
         return self._parse_run(records, data, rows).rename_columns(self.names), records.bad
 
@@ -292,7 +294,7 @@ class CsvReader:
             ),
         )
 
-    def _parse_run(self, records: Records, data: bytes | memoryview, rows: int) -> pa.Table:
+    def _parse_run(self, records: Records, data: bytes | memoryview, rows: int | None) -> pa.Table:
         """Parse one run; the parser and the check must agree on every record."""
         columns = self.scanner.expected or 1
         try:
@@ -300,7 +302,7 @@ class CsvReader:
         except (pa.ArrowInvalid, pa.ArrowException) as e:
             raise self._diagnose(records, str(e)) from None
         got = table.num_rows if table is not None else 0
-        if got != rows:
+        if rows is not None and got != rows:
             raise RuntimeError(
                 f"the CSV parser read {got} records where the strict check found {rows}, "
                 f"from line {records.first_line}"
@@ -311,6 +313,7 @@ class CsvReader:
         """The parser refused a run the check passed: find the line, in our own words."""
         if "UTF8" in message or "UTF-8" in message:
             return self._utf8_error()
+        records = records.full()
         counts = records.field_counts()
         wrong = (counts != self.scanner.expected).nonzero()[0]
         if not wrong.size:

@@ -21,6 +21,7 @@ before the parser sees them) and to find the line of a record the parser refused
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,11 +61,20 @@ class Records:
     header_next: int | None = None  # in feed: where the record after the header starts
     outside: np.ndarray | None = None  # delimiters outside quotes, found when first needed
     run: _Run | None = field(default=None, repr=False)
+    counted: bool = True  # False: checked on the fast path, records not counted (see full)
+    analyse: Callable[[], _Run] | None = field(default=None, repr=False)
 
     @property
-    def rows(self) -> int:
-        """Records the parser must return for this run."""
-        return len(self.starts)
+    def rows(self) -> int | None:
+        """Records the parser must return for this run; None if they were not counted."""
+        return len(self.starts) if self.counted else None
+
+    def full(self) -> Records:
+        """These records with every record found and counted (to say where one is wrong)."""
+        if self.counted:
+            return self
+        assert self.analyse is not None
+        return self.analyse().records()
 
     def line_of(self, offset: int | np.ndarray) -> int | np.ndarray:
         """The editor's line number of a byte offset in data."""
@@ -100,6 +110,10 @@ class Scanner:
         buf = self.tail + chunk if self.tail else chunk
         if not buf:
             return None
+        if self._fast_path_fits(buf):
+            records = self._fast(buf, final)
+            if records is not None:
+                return records
         run = _Run(self, buf, final)
         if run.cut == 0:
             if len(buf) > self.fmt.max_record_bytes:
@@ -111,12 +125,64 @@ class Scanner:
         self.line = int(records.line_of(run.cut))
         return records
 
+    def _fast_path_fits(self, buf: bytes) -> bool:
+        """Whether only quotes need checking here: the header is read, there is more than
+        one column, lines end with LF, and no escape, comment or quarantine is set."""
+        return (
+            self.expected is not None
+            and self.expected > 1
+            and self.escape is None
+            and self.comment is None
+            and not self.quarantine
+            and b"\r" not in buf
+        )
+
+    def _fast(self, buf: bytes, final: bool) -> Records | None:
+        """Check every quote of a run found with LF positions alone; the parser counts
+        fields. None when the run needs the full analysis (an error to report exactly, or
+        no whole record yet)."""
+        a = np.frombuffer(buf, np.uint8)
+        q = _NONE
+        if self.quote is not None and bytes([self.quote]) in buf:
+            q = np.flatnonzero(a == self.quote)
+        if final:
+            cut = len(buf)
+        else:
+            end = buf.rfind(b"\n")
+            # A line break inside quotes (an odd number of quotes before it) ends no record.
+            while end >= 0 and int(np.searchsorted(q, end)) % 2:
+                end = buf.rfind(b"\n", 0, end)
+            if end < 0:
+                return None
+            cut = end + 1
+        q = q[q < cut]
+        if _quote_errors(a, q, len(buf), self.delim, _NONE):
+            return None  # the full analysis finds the line and says what is wrong
+        data = memoryview(buf)[:cut]
+        line = self.line
+        records = Records(
+            data=data,
+            feed=data,
+            first_line=self.line,
+            starts=_NONE,
+            ends=_NONE,
+            breaks=_NONE,
+            counted=False,
+            analyse=lambda: _Run(self, buf, final, first_line=line),
+        )
+        self.tail = buf[cut:]
+        self.line += int(np.count_nonzero(a[:cut] == LF))  # faster than bytes.count
+        return records
+
 
 class _Run:
     """The analysis of one buffer that starts at a record start, outside quotes."""
 
-    def __init__(self, scanner: Scanner, buf: bytes, final: bool) -> None:
+    def __init__(
+        self, scanner: Scanner, buf: bytes, final: bool, first_line: int | None = None
+    ) -> None:
         self.s, self.buf, self.final = scanner, buf, final
+        self.first_line = scanner.line if first_line is None else first_line
         a = self.a = np.frombuffer(buf, np.uint8)
         n = self.n = a.size
         self.esc = self._escaped()
@@ -230,7 +296,7 @@ class _Run:
         records = Records(
             data=memoryview(self.buf)[:cut],
             feed=b"",  # set below
-            first_line=s.line,
+            first_line=self.first_line,
             starts=starts[keep],
             ends=ends[keep],
             breaks=self.breaks[self.breaks < cut],
@@ -300,27 +366,7 @@ class _Run:
     def _quote_errors(self) -> list[tuple[int, str]]:
         """(position, kind) of every quote that breaks the grammar, in file order."""
         q = self.q[self.q < self.cut]
-        if not q.size:
-            return []
-        a, n, s = self.a, self.n, self.s
-        found: list[tuple[int, str]] = []
-        if q.size % 2:
-            # Only possible at the end of the file: the cut is always outside quotes.
-            found.append((int(q[-1]), "unterminated"))
-            q = q[:-1]
-        opens, closes = q[0::2], q[1::2]
-        prev = np.maximum(opens - 1, 0)
-        ok = (opens == 0) | (a[prev] == s.delim) | (a[prev] == LF) | (a[prev] == CR)
-        if self.esc.size:
-            ok &= (opens == 0) | ~np.isin(prev, self.esc)
-        ok[1:] |= closes[:-1] == opens[1:] - 1  # a doubled quote inside a quoted value
-        found += [(int(p), "inside") for p in opens[~ok]]
-        nxt = np.minimum(closes + 1, n - 1)
-        ok = (a[nxt] == s.delim) | (a[nxt] == LF) | (a[nxt] == CR) | (closes + 1 == n)
-        ok[:-1] |= opens[1:] == closes[:-1] + 1
-        found += [(int(p), "after") for p in closes[~ok]]
-        found.sort()
-        return found
+        return _quote_errors(self.a, q, self.n, self.s.delim, self.esc)
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -329,7 +375,7 @@ class _Run:
         return int(self.rec_starts[max(i, 0)])
 
     def _line(self, pos: int) -> int:
-        return self.s.line + int(np.searchsorted(self.breaks, pos))
+        return self.first_line + int(np.searchsorted(self.breaks, pos))
 
     def rejection(self, pos: int, kind: str) -> RejectedFile:
         """The file's rejection for the first quote that breaks the grammar."""
@@ -414,3 +460,45 @@ def _snippet(buf: bytes, start: int, pos: int) -> str:
     end = buf.find(b"\n", pos)
     hi = min(pos + 16, end if end >= 0 else len(buf))
     return buf[lo:hi].decode("utf-8", "replace").replace("\r", "")
+
+
+def _quote_errors(
+    a: np.ndarray, q: np.ndarray, n: int, delim: int, esc: np.ndarray
+) -> list[tuple[int, str]]:
+    """(position, kind) of every quote in `q` that breaks the grammar, in file order.
+
+    `q` holds the quote positions of a run that starts outside quotes; pairs open and
+    close. An opening quote must start a value; a closing one must end it.
+    """
+    if not q.size:
+        return []
+    found: list[tuple[int, str]] = []
+    if q.size % 2:
+        # Only possible at the end of the file: a run is always cut outside quotes.
+        found.append((int(q[-1]), "unterminated"))
+        q = q[:-1]
+    opens, closes = q[0::2], q[1::2]
+    ends_value = _ENDS_VALUE[delim]
+    prev = np.maximum(opens - 1, 0)
+    ok = (opens == 0) | ends_value[a[prev]]
+    if esc.size:
+        ok &= (opens == 0) | ~np.isin(prev, esc)
+    ok[1:] |= closes[:-1] == opens[1:] - 1  # a doubled quote inside a quoted value
+    found += [(int(p), "inside") for p in opens[~ok]]
+    nxt = np.minimum(closes + 1, a.size - 1)
+    ok = ends_value[a[nxt]] | (closes + 1 == n)
+    ok[:-1] |= opens[1:] == closes[:-1] + 1
+    found += [(int(p), "after") for p in closes[~ok]]
+    found.sort()
+    return found
+
+
+def _ends_value_table(delim: int) -> np.ndarray:
+    table = np.zeros(256, bool)
+    table[[delim, LF, CR]] = True
+    return table
+
+
+# Per delimiter byte: which bytes may stand right before an opening quote or right after a
+# closing one (the delimiter and the line breaks).
+_ENDS_VALUE = [_ends_value_table(d) for d in range(256)]
