@@ -116,7 +116,7 @@ class ParquetOutput:
                 self.target,
                 schema,
                 compression="snappy",
-                use_dictionary=[n for n in self.dictionary if n in schema.names],
+                use_dictionary=sorted(set(self.dictionary) & set(schema.names)),
                 store_schema=False,
                 write_statistics=True,
             ) as writer:

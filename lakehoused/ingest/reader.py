@@ -167,6 +167,8 @@ class CsvReader:
         if self._cr_at_end and chunk[:1] == b"\n":
             used["CRLF"] = 1  # a CRLF cut in two by the chunk boundary
             chunk = chunk[1:]
+        elif self._cr_at_end:
+            used["CR"] = 1
         self._cr_at_end = chunk[-1:] == b"\r"
         if b"\r" not in chunk:
             used["LF"] |= b"\n" in chunk
@@ -333,10 +335,13 @@ class CsvReader:
             )
         elif int(counts[i]) > expected:
             hints.append("quote values that contain the delimiter")
-        if line <= self._header_line + 2 and int(counts[i]) > expected:
+        following = counts[i : i + 4]
+        if line <= self._header_line + 2 and following.size >= 3 and (following == counts[i]).all():
+            # The rows agree with each other, not with the header: it is not the header.
+            skip = line - 1 - int(self.dialect.sep_line)
             hints.append(
                 f"if the line(s) above line {line} are a title or notes, set "
-                f"{self.fmt.setting('skip_rows', str(self.fmt.skip_rows + line - 1))}"
+                f"{self.fmt.setting('skip_rows', str(skip))}"
             )
         text = bytes(records.data[start:end])
         if self.fmt.comment is None and text[:1] in (b"#", b";", b"%", b"/"):

@@ -427,7 +427,7 @@ class _Run:
     def count_reason(self, start: int, end: int, count: int) -> str:
         """Why a record with the wrong number of fields is bad."""
         expected = self.s.expected
-        text = f"expected {expected} fields, got {count}"
+        text = f"expected {_fields(expected or 0)}, got {count}"
         if count == (expected or 0) + 1 and self.buf[end - 1 : end] == bytes([self.s.delim]):
             text += " (the line ends with a delimiter: an extra empty field)"
         return text
@@ -502,3 +502,7 @@ def _ends_value_table(delim: int) -> np.ndarray:
 # Per delimiter byte: which bytes may stand right before an opening quote or right after a
 # closing one (the delimiter and the line breaks).
 _ENDS_VALUE = [_ends_value_table(d) for d in range(256)]
+
+
+def _fields(count: int) -> str:
+    return "1 field" if count == 1 else f"{count} fields"
