@@ -217,8 +217,10 @@ def _consistent_from(records: list[tuple[int, int]] | None) -> tuple[int, int, i
     first = len(counts)
     while first > 0 and counts[first - 1] == last:
         first -= 1
-    # A clean fit from the first record, or a short preamble over at least 3 regular records.
-    if first == 0 or (first <= 10 and len(counts) - first >= 3 and counts[0] < last):
+    # A clean fit from the first record, or a short preamble over at least 3 regular records:
+    # lines without the delimiter (a title, notes), not a header short of a field or two.
+    preamble = counts[:first]
+    if first == 0 or (first <= 10 and len(counts) - first >= 3 and max(preamble) == 1):
         return first, records[first][0], last
     return None
 

@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 from lakehoused.errors import RejectedFile
 from lakehoused.ingest import types
 from lakehoused.ingest.dialect import SNIFF_BYTES, CsvFormat, Dialect, choose_delimiter, sep_line
-from lakehoused.ingest.strict import BadRecord, InvalidUtf8, Records, Scanner
+from lakehoused.ingest.strict import BadRecord, InvalidUtf8, Records, Scanner, comment_hint
 from lakehoused.ingest.text import Utf8Text, invalid_utf8_error, open_bytes
 
 _DONE = object()
@@ -336,19 +336,20 @@ class CsvReader:
         elif int(counts[i]) > expected:
             hints.append("quote values that contain the delimiter")
         following = counts[i : i + 4]
-        if line <= self._header_line + 2 and following.size >= 3 and (following == counts[i]).all():
-            # The rows agree with each other, not with the header: it is not the header.
+        if (
+            expected == 1
+            and line <= self._header_line + 2
+            and following.size >= 3
+            and (following == counts[i]).all()
+        ):
+            # A one-field "header" above rows that agree with each other: a title line.
             skip = line - 1 - int(self.dialect.sep_line)
             hints.append(
                 f"if the line(s) above line {line} are a title or notes, set "
                 f"{self.fmt.setting('skip_rows', str(skip))}"
             )
-        text = bytes(records.data[start:end])
-        if self.fmt.comment is None and text[:1] in (b"#", b";", b"%", b"/"):
-            hints.append(
-                f"if lines starting with {text[:1].decode()} are comments, set "
-                f"{self.fmt.setting('comment', repr(text[:1].decode()))}"
-            )
+        if hint := comment_hint(self.fmt, bytes(records.data[start : start + 1])):
+            hints.append(hint.removeprefix("; or "))
         hints.append(run.quarantine_hint().removeprefix("; or "))
         return RejectedFile(
             f"line {line}: {reason}; every record needs as many fields as the header "

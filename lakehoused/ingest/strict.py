@@ -31,6 +31,7 @@ from lakehoused.ingest.dialect import CsvFormat
 
 LF, CR = 10, 13
 _NONE = np.empty(0, np.int64)
+_Q = '"'
 _NO_QUOTE, _BACKSLASH, _QUARANTINE = '""', '"\\\\"', '"quarantine"'
 
 
@@ -382,7 +383,8 @@ class _Run:
         start = self._start_of(pos)
         line = self._line(pos)
         reason = self.reason(pos, kind, start)
-        hint = self.quarantine_hint() if kind != "unterminated" else ""
+        hint = comment_hint(self.s.fmt, self.buf[start : start + 1])
+        hint += self.quarantine_hint() if kind != "unterminated" else ""
         return RejectedFile(
             f"line {line}: {reason}{hint}", line=line, value=_snippet(self.buf, start, pos)
         )
@@ -444,14 +446,26 @@ class _Run:
         """A record longer than the memory budget allows."""
         fmt = self.s.fmt
         line = self._line(start)
-        limit = fmt.max_record_bytes >> 20
+        limit = fmt.max_record_bytes / 2**20
+        # Twice what the record has shown so far: it may be longer still.
+        need = max(2 * 16 * -(-length // 2**20), 2 * fmt.memory_bytes // 2**20)
         return RejectedFile(
-            f"line {line}: a record of more than {limit} MiB (at least {length >> 20} MiB): "
-            f"if it is real, raise {fmt.setting('converter_memory')} (a record may be 1/16 of "
-            f"it); if a quote opened on this line is never closed, close it or set "
-            f"{fmt.setting('quote', _NO_QUOTE)}",
+            f"line {line}: a record longer than {limit:g} MiB (1/16 of "
+            f"{fmt.setting('converter_memory')}): if it is real, set "
+            f"{fmt.setting('converter_memory', f'{_Q}{need}MiB{_Q}')}; if a quote opened on "
+            f"this line is never closed, close it or set {fmt.setting('quote', _NO_QUOTE)}",
             line=line,
         )
+
+
+def comment_hint(fmt: CsvFormat, first: bytes) -> str:
+    """Advice for a bad record that starts like a comment line, when comments are not set."""
+    if fmt.comment is not None or first not in (b"#", b";", b"%", b"/") or not first:
+        return ""
+    char = first.decode()
+    return (
+        f"; or if lines starting with {char} are comments, set {fmt.setting('comment', repr(char))}"
+    )
 
 
 def _snippet(buf: bytes, start: int, pos: int) -> str:

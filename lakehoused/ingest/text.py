@@ -29,6 +29,7 @@ BOMS = (
     (b"\xfe\xff", "utf-16-be"),
 )
 _DETECT_BYTES = 256 << 10  # what the encoding detector looks at
+_EVIDENCE_BYTES = 16  # non-ASCII bytes it needs before its guess is worth repeating
 
 
 @contextmanager
@@ -197,6 +198,8 @@ def guess_encoding(sample: bytes) -> str | None:
     """
     from charset_normalizer import from_bytes  # only on a rejected file: not on the fast path
 
+    if sum(1 for byte in sample if byte >= 0x80) < _EVIDENCE_BYTES:
+        return None  # a few odd bytes say nothing about a character set
     best = from_bytes(sample).best()
     if best is None or best.encoding in ("utf_8", "ascii"):
         return None
