@@ -246,7 +246,7 @@ def test_a_utf16_or_utf32_bom_needs_no_setting(write_csv, codec):
     ("codec", "text"),
     [
         ("cp1252", "nom,ville\n" + "René,Besançon\nJérôme,Orléans\nZoë,Genève\n" * 8),
-        ("windows-1251", "имя,город\n" + "Иван,Москва\nПётр,Санкт-Петербург\nАнна,Омск\n" * 8),
+        ("windows-1251", "имя,город\n" + "Иван,Москва\nПётр,Санкт-Петербург\nАнна,Омск\n" * 8),  # noqa: RUF001
         ("shift_jis", "名前,都市\n" + "田中,東京\n山田,大阪\n佐藤,京都\n" * 8),
     ],
 )
@@ -268,9 +268,11 @@ def test_without_a_confident_guess_the_advice_says_how_to_find_out(write_csv):
 
 
 def test_a_wrong_encoding_setting_says_where(write_csv):
-    source = write_csv("a.csv", "a\nok\n".encode() + b"\x81\n")
+    # A lone surrogate is no UTF-16 at all.
+    source = write_csv("a.csv", "a\n".encode("utf-16-le") + b"\x00\xd8" + "x\n".encode("utf-16-le"))
     error = rejected(source, CsvFormat(encoding="utf-16-le"))
-    assert "utf-16-le" in str(error)
+    assert str(error).startswith("not valid utf-16-le at byte offset 4 (line 2)")
+    assert "datasets.d.encoding (utf-16-le)" in str(error)
 
 
 def test_any_codec_can_be_set(write_csv):
