@@ -99,9 +99,12 @@ def _describe(outcome: Outcome) -> str:
     data = outcome.event.data
     if outcome.status == "registered":
         obj = data["object"]
+        kept = data.get("rejected_rows", 0)
+        rows = "1 bad row" if kept == 1 else f"{kept} bad rows"
+        aside = f"; {rows} kept in {outcome.dataset}__rejected_rows" if kept else ""
         return (
             f"registered {outcome.source} as {outcome.dataset} version {data['version']} "
-            f"({data['mode']}): {obj['rows']} rows, object {obj['key']}"
+            f"({data['mode']}): {obj['rows']} rows, object {obj['key']}{aside}"
         )
     if outcome.status == "duplicate":
         return f"duplicate {outcome.source}: {outcome.dataset} version {data['version']} already holds these bytes"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from lakehoused import names
@@ -143,25 +143,23 @@ def choose_delimiter(
         # The last line may be cut in the middle; a record is never judged on half of it.
         cut = max(sample.rfind("\n"), sample.rfind("\r"))
         sample = sample[: cut + 1] if cut >= 0 else ""
-    fits: dict[str, tuple[int, int, int]] = {}  # delimiter -> (record, its line, fields)
-    for candidate in CANDIDATES:
-        if candidate in (fmt.quote, fmt.escape, fmt.comment):
-            continue
-        found = _consistent_from(_records(sample, candidate, fmt))
-        if found is not None and found[2] >= 2:
-            fits[candidate] = found
-    clean = {d: f for d, f in fits.items() if f[0] == 0}
+    counted = {
+        candidate: _records(sample, candidate, fmt)
+        for candidate in CANDIDATES
+        if candidate not in (fmt.quote, fmt.escape, fmt.comment)
+    }
+    fits = {d: f for d, r in counted.items() if (f := _consistent_from(r)) and f[2] >= 2}
+    clean = [d for d, f in fits.items() if f[0] == 0]
+    mostly = [d for d, r in counted.items() if _mostly(r)]
     if fmt.default_delimiter in clean:
         return fmt.default_delimiter, "sniffed"
     if len(clean) == 1:
-        return next(iter(clean)), "sniffed"
+        return clean[0], "sniffed"
     if len(clean) > 1:
-        options = " or ".join(f"{_NAMES[d]} ({d!r})" for d in clean)
-        raise RejectedFile(
-            f"cannot tell the delimiter: {options} each split every one of the first "
-            f"records into the same number of fields; set {fmt.setting('delimiter')} "
-            "to the right one",
-        )
+        raise _ambiguous(fmt, clean)
+    if fmt.default_delimiter in mostly:
+        # Most records agree: the others are bad records, which the check reports by line.
+        return fmt.default_delimiter, "sniffed"
     if fits:
         # Only a title or notes above the header stand between a delimiter and a clean fit.
         delimiter, (_, line, fields) = min(fits.items(), key=lambda item: item[1][0])
@@ -175,7 +173,28 @@ def choose_delimiter(
             f"set {advice}",
             line=line,
         )
+    if len(mostly) == 1:
+        return mostly[0], "sniffed"
+    if len(mostly) > 1:
+        raise _ambiguous(fmt, mostly)
     return fmt.default_delimiter, "suffix"
+
+
+def _ambiguous(fmt: CsvFormat, delimiters: list[str]) -> RejectedFile:
+    options = " or ".join(f"{_NAMES[d]} ({d!r})" for d in delimiters)
+    return RejectedFile(
+        f"cannot tell the delimiter: {options} each split the first records into the same "
+        f"number of fields; set {fmt.setting('delimiter')} to the right one",
+    )
+
+
+def _mostly(records: list[tuple[int, int]] | None) -> bool:
+    """Whether at least 4 in 5 of 3+ records have the same number of fields, 2 or more."""
+    if not records or len(records) < 3:
+        return False
+    counts = [fields for _, fields in records]
+    common = max(set(counts), key=counts.count)
+    return common >= 2 and counts.count(common) * 5 >= len(counts) * 4
 
 
 def _toml_char(char: str) -> str:
@@ -183,7 +202,8 @@ def _toml_char(char: str) -> str:
 
 
 def _records(sample: str, delimiter: str, fmt: CsvFormat) -> list[tuple[int, int]] | None:
-    """(first line, fields) of each record of the sample; None if it is not valid CSV."""
+    """(first line, fields) of each record of the sample, read leniently (a bad record
+    must not hide the delimiter of the good ones: the strict check finds it later)."""
     reader = csv.reader(
         io.StringIO(sample, newline=""),
         delimiter=delimiter,
@@ -191,7 +211,6 @@ def _records(sample: str, delimiter: str, fmt: CsvFormat) -> list[tuple[int, int
         quoting=csv.QUOTE_MINIMAL if fmt.quote else csv.QUOTE_NONE,
         escapechar=fmt.escape,
         doublequote=True,
-        strict=True,
     )
     records = []
     line = 1  # the sample's first line
@@ -223,8 +242,3 @@ def _consistent_from(records: list[tuple[int, int]] | None) -> tuple[int, int, i
     if first == 0 or (first <= 10 and len(counts) - first >= 3 and max(preamble) == 1):
         return first, records[first][0], last
     return None
-
-
-def with_sniffed(fmt: CsvFormat, delimiter: str) -> CsvFormat:
-    """The format with its delimiter decided."""
-    return replace(fmt, delimiter=delimiter)

@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 from lakehoused.errors import RejectedFile
 from lakehoused.ingest import types
 from lakehoused.ingest.dialect import SNIFF_BYTES, CsvFormat, Dialect, choose_delimiter, sep_line
-from lakehoused.ingest.strict import BadRecord, InvalidUtf8, Records, Scanner, comment_hint
+from lakehoused.ingest.strict import BadRecord, InvalidUtf8, Records, Scanner
 from lakehoused.ingest.text import Utf8Text, invalid_utf8_error, open_bytes
 
 _DONE = object()
@@ -126,6 +126,8 @@ class CsvReader:
             delimiter, delimiter_from = choose_delimiter(fmt, sample, complete, line)
         self.fmt = fmt = replace(fmt, delimiter=delimiter)
         self.scanner = Scanner(fmt, first_line=line)
+        self.scanner.sniffed = delimiter_from != "setting"
+        self.scanner.sep_line = has_sep
         self._first, self._eof = buf, eof
         self.dialect = Dialect(
             delimiter=delimiter,
@@ -320,47 +322,13 @@ class CsvReader:
         wrong = (counts != self.scanner.expected).nonzero()[0]
         if not wrong.size:
             raise RuntimeError(f"the CSV parser refused a run the strict check passed: {message}")
-        i = int(wrong[0])
-        start, end = int(records.starts[i]), int(records.ends[i])
-        line = int(records.line_of(start))
-        run = records.run
-        assert run is not None
-        reason = run.count_reason(start, end, int(counts[i]))
-        expected = self.scanner.expected or 0
-        hints = []
-        if int(counts[i]) > expected and self.dialect.delimiter_from != "setting":
-            hints.append(
-                f"quote values that contain the delimiter ({self.fmt.delimiter!r}), or set "
-                f"{self.fmt.setting('delimiter')} if it is another character"
-            )
-        elif int(counts[i]) > expected:
-            hints.append("quote values that contain the delimiter")
-        following = counts[i : i + 4]
-        if (
-            expected == 1
-            and line <= self._header_line + 2
-            and following.size >= 3
-            and (following == counts[i]).all()
-        ):
-            # A one-field "header" above rows that agree with each other: a title line.
-            skip = line - 1 - int(self.dialect.sep_line)
-            hints.append(
-                f"if the line(s) above line {line} are a title or notes, set "
-                f"{self.fmt.setting('skip_rows', str(skip))}"
-            )
-        if hint := comment_hint(self.fmt, bytes(records.data[start : start + 1])):
-            hints.append(hint.removeprefix("; or "))
-        hints.append(run.quarantine_hint().removeprefix("; or "))
-        return RejectedFile(
-            f"line {line}: {reason}; every record needs as many fields as the header "
-            f"(line {self._header_line}): " + "; or ".join(hints),
-            line=line,
-        )
+        return self.scanner.count_rejection(records, int(wrong[0]), counts)
 
     def _read_header(self, first: Records) -> tuple[bytes | memoryview, int]:
         """Set the column names from the first record, parsed like every other one (or to
         column_N); return what of the run is left to parse, and its records."""
         self._header_line = int(first.line_of(int(first.starts[0])))
+        self.scanner.header_line = self._header_line
         columns = self.scanner.expected or 1
         if self.fmt.header is False:
             self.names = [f"column_{i}" for i in range(1, columns + 1)]

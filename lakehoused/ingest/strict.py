@@ -105,6 +105,10 @@ class Scanner:
         self.tail = b""
         self.line = first_line  # line of the first byte of `tail`
         self.expected: int | None = None  # fields per record: the first record's
+        # For messages: where the header is, and how the dialect was chosen.
+        self.header_line = first_line
+        self.sniffed = False
+        self.sep_line = False
 
     def feed(self, chunk: bytes, final: bool) -> Records | None:
         """The whole records completed by `chunk`; None while the first is still open."""
@@ -125,6 +129,37 @@ class Scanner:
         self.tail = buf[run.cut :]
         self.line = int(records.line_of(run.cut))
         return records
+
+    def count_rejection(self, records: Records, i: int, counts: np.ndarray) -> RejectedFile:
+        """The file's rejection for kept record `i`, whose field count is wrong."""
+        assert records.run is not None
+        fmt, expected, count = self.fmt, self.expected or 0, int(counts[i])
+        start, end = int(records.starts[i]), int(records.ends[i])
+        line = int(records.line_of(start))
+        hints = []
+        if count > expected and self.sniffed:
+            hints.append(
+                f"quote values that contain the delimiter ({fmt.delimiter!r}), or set "
+                f"{fmt.setting('delimiter')} if it is another character"
+            )
+        elif count > expected:
+            hints.append("quote values that contain the delimiter")
+        following = counts[i : i + 4]
+        if expected == 1 and following.size >= 3 and (following == count).all():
+            # A one-field "header" above rows that agree with each other: a title line.
+            hints.append(
+                f"if the line(s) above line {line} are a title or notes, set "
+                f"{fmt.setting('skip_rows', str(line - 1 - int(self.sep_line)))}"
+            )
+        if hint := comment_hint(fmt, bytes(records.data[start : start + 1])):
+            hints.append(hint.removeprefix("; or "))
+        hints.append(records.run.quarantine_hint().removeprefix("; or "))
+        reason = records.run.count_reason(start, end, count)
+        return RejectedFile(
+            f"line {line}: {reason}; every record needs as many fields as the header "
+            f"(line {self.header_line}): " + "; or ".join(hints),
+            line=line,
+        )
 
     def _fast_path_fits(self, buf: bytes) -> bool:
         """Whether only quotes need checking here: the header is read, there is more than
@@ -317,6 +352,12 @@ class _Run:
             keep |= ~nonblank & later
             records.starts, records.ends = starts[keep], ends[keep]
         if errors and not s.quarantine:
+            # A record above the first bad quote may already have the wrong field count.
+            before = records.starts < self._start_of(errors[0][0])
+            counts = records.field_counts()[before]
+            wrong = np.flatnonzero(counts != s.expected)
+            if wrong.size:
+                raise s.count_rejection(records, int(wrong[0]), records.field_counts())
             raise self.rejection(*errors[0])
         if s.quarantine:
             for pos, kind in errors:
