@@ -93,8 +93,9 @@ def test_quarantine_registers_the_good_rows_and_keeps_the_bad_ones(lakehouse):
     again = lh.ingest_file(drop(lh, "sales/day1.csv", BAD))
     assert again.status == "duplicate"
     assert lh.catalog.dataset("sales__rejected_rows").rows == 2
-    # Another file adds its own bad rows as one more part.
-    lh.ingest_file(drop(lh, "sales/day2.csv", "day;amount\n6;60\n7\n8;80\n9;90\n"))
+    # Another file adds its own bad rows as one more part; too short to sniff alone, its
+    # delimiter is the one that splits its header into the dataset's columns.
+    lh.ingest_file(drop(lh, "sales/day2.csv", "day;amount\n6;60\n7\n"))
     assert query(lh, "SELECT count(*) FROM sales__rejected_rows") == [(3,)]
     assert lh.verify() == []
 

@@ -94,7 +94,7 @@ def convert(
     rejects = _Rejects(rejects_target) if fmt.on_bad_rows == "quarantine" else None
     output: parquet.ParquetOutput | None = None
     try:
-        with CsvReader(source, fmt) as reader:
+        with CsvReader(source, fmt, [c.name for c in existing or ()]) as reader:
             names = reader.names
             check_hints(names, hints, dataset)
             classes = dict.fromkeys(names, types.EMPTY)

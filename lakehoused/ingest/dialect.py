@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
@@ -129,13 +130,18 @@ def sep_line(head: bytes) -> tuple[str, int] | None:
 
 
 def choose_delimiter(
-    fmt: CsvFormat, sample: str, complete: bool, first_line: int = 1
+    fmt: CsvFormat,
+    sample: str,
+    complete: bool,
+    first_line: int = 1,
+    columns: Sequence[str] = (),
 ) -> tuple[str, str]:
     """The delimiter for a file, and where it came from (setting, sniffed or suffix).
 
     `sample` is the text of the first records after any skipped lines; `complete` says
     whether it is the whole file (else its last line may be cut short and is ignored), and
-    `first_line` is the file's line the sample starts on.
+    `first_line` is the file's line the sample starts on. `columns` are the dataset's: a
+    delimiter that splits the first record into all of them is the one.
     """
     if fmt.delimiter is not None:
         return fmt.delimiter, "setting"
@@ -143,6 +149,10 @@ def choose_delimiter(
         # The last line may be cut in the middle; a record is never judged on half of it.
         cut = max(sample.rfind("\n"), sample.rfind("\r"))
         sample = sample[: cut + 1] if cut >= 0 else ""
+    if columns and fmt.header is not False:
+        named = [d for d in CANDIDATES if set(columns) <= set(_first_record(sample, d, fmt))]
+        if len(named) == 1:
+            return named[0], "sniffed"
     counted = {
         candidate: _records(sample, candidate, fmt)
         for candidate in CANDIDATES
@@ -201,10 +211,8 @@ def _toml_char(char: str) -> str:
     return '"\\t"' if char == "\t" else f'"{char}"'
 
 
-def _records(sample: str, delimiter: str, fmt: CsvFormat) -> list[tuple[int, int]] | None:
-    """(first line, fields) of each record of the sample, read leniently (a bad record
-    must not hide the delimiter of the good ones: the strict check finds it later)."""
-    reader = csv.reader(
+def _reader(sample: str, delimiter: str, fmt: CsvFormat) -> Iterator[list[str]]:
+    return csv.reader(
         io.StringIO(sample, newline=""),
         delimiter=delimiter,
         quotechar=fmt.quote or None,
@@ -212,6 +220,21 @@ def _records(sample: str, delimiter: str, fmt: CsvFormat) -> list[tuple[int, int
         escapechar=fmt.escape,
         doublequote=True,
     )
+
+
+def _first_record(sample: str, delimiter: str, fmt: CsvFormat) -> list[str]:
+    if delimiter in (fmt.quote, fmt.escape, fmt.comment):
+        return []
+    try:
+        return next((row for row in _reader(sample, delimiter, fmt) if row), [])
+    except csv.Error:
+        return []
+
+
+def _records(sample: str, delimiter: str, fmt: CsvFormat) -> list[tuple[int, int]] | None:
+    """(first line, fields) of each record of the sample, read leniently (a bad record
+    must not hide the delimiter of the good ones: the strict check finds it later)."""
+    reader = _reader(sample, delimiter, fmt)
     records = []
     line = 1  # the sample's first line
     try:

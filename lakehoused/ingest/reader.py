@@ -12,7 +12,7 @@ from __future__ import annotations
 import codecs
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -52,8 +52,8 @@ def header_names(raw: list[str]) -> list[str]:
 class CsvReader:
     """One CSV file, opened: its dialect and column names, then its rows as Arrow tables."""
 
-    def __init__(self, path: Path, fmt: CsvFormat) -> None:
-        self.path, self.fmt = path, fmt
+    def __init__(self, path: Path, fmt: CsvFormat, columns: Sequence[str] = ()) -> None:
+        self.path, self.fmt, self._columns = path, fmt, columns
         self._stack = ExitStack()
         data, self.position = self._stack.enter_context(open_bytes(path, fmt.compression))
         self.bytes_total = max(path.stat().st_size, 1)
@@ -123,7 +123,7 @@ class CsvReader:
             except UnicodeDecodeError:
                 raise self._utf8_error() from None
             complete = eof and len(buf) <= SNIFF_BYTES
-            delimiter, delimiter_from = choose_delimiter(fmt, sample, complete, line)
+            delimiter, delimiter_from = choose_delimiter(fmt, sample, complete, line, self._columns)
         self.fmt = fmt = replace(fmt, delimiter=delimiter)
         self.scanner = Scanner(fmt, first_line=line)
         self.scanner.sniffed = delimiter_from != "setting"
