@@ -236,6 +236,8 @@ class CsvReader:
         """Thread: each checked run parsed; the names first, _DONE last, or the error."""
         try:
             for records in self._items(self._checked):
+                if self.names is None and not records.rows:
+                    continue  # blank lines or comments before the header
                 if not self._put(self._queue, self._parsed(records)):
                     return
             if self.names is None:
