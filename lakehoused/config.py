@@ -95,7 +95,7 @@ class DatasetOptions:
     skip_rows: int = 0  # lines above the header (a title, notes) to skip
     comment: str | None = None  # lines starting with this character are skipped
     on_bad_rows: str = "reject"  # "reject" the file | "quarantine" bad records, keep the rest
-    converter_memory: str = "256MB"  # the converter's memory budget for this dataset's files
+    converter_memory: str = "256MiB"  # the converter's memory budget for this dataset's files
 
 
 @dataclass(frozen=True)
@@ -572,14 +572,14 @@ _LINE_BREAKS = "\r\n"
 def _quote(value: Any, key: str) -> str:
     if not isinstance(value, str) or len(value) > 1 or (value and value in _LINE_BREAKS):
         raise _bad(key, 'one character, or "" for no quoting', value)
-    return value
+    return _ascii(value, key)
 
 
 def _dialect_char(name: str) -> _Check:
     def check(value: Any, key: str) -> str:
         if not isinstance(value, str) or len(value) != 1 or value in _LINE_BREAKS:
             raise _bad(key, "exactly one character (not a line break)", value)
-        return value
+        return _ascii(value, key)
 
     return check
 
@@ -595,4 +595,11 @@ def _delimiter(value: Any, key: str) -> str:
     # A quote or line break as delimiter would make every row ambiguous.
     if not isinstance(value, str) or len(value) != 1 or value in '"\r\n':
         raise _bad(key, "exactly one character (not a quote or line break)", value)
+    return _ascii(value, key)
+
+
+def _ascii(value: str, key: str) -> str:
+    # The CSV grammar is checked byte by byte: a dialect character must be one byte.
+    if not value.isascii():
+        raise _bad(key, "an ASCII character", value)
     return value
