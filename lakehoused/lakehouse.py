@@ -32,7 +32,7 @@ from lakehoused.log import Event, EventLog, StoredEvent, read_export
 from lakehoused.query import QueryEngine, ViewSpec
 from lakehoused.schema import fingerprint, schema_to_json
 from lakehoused.store import LocalObjectStore, ObjectStore, object_key
-from lakehoused.store.local import file_sha256
+from lakehoused.store.local import TempObject, file_sha256
 
 GC_GRACE_S = 15 * 60  # an unreferenced object younger than this may belong to an ingest
 _RETRIES = 5  # another writer moved the dataset on meanwhile: rebuild the event and retry
@@ -200,7 +200,7 @@ class Lakehouse:
             )
             if conversion.rejects is not None:
                 # Registered first: a retry after a crash finds it and goes on to the main one.
-                self._register_rejects(path, source, name, conversion, rejects)
+                self._register_rejects(source, name, conversion, rejects)
             sha256, size = temp.finish()
             faults.point("crash_after_convert", path.name)
             key = object_key(name, sha256)
@@ -235,10 +235,16 @@ class Lakehouse:
         return Outcome("registered", path, name, event)
 
     def _register_rejects(
-        self, path: Path, source: dict, name: str, conversion: Conversion, temp
+        self, source: dict, name: str, conversion: Conversion, temp: TempObject
     ) -> None:
         """Register the rejected records of a file as one more part of <name>__rejected_rows."""
         companion = name + REJECTED_ROWS_SUFFIX
+        if not names.is_valid_dataset_name(companion):
+            raise RejectedFile(
+                f"dataset {name} is too long to keep bad rows beside it in {companion} "
+                f"(63 characters at most): rename the file or folder, or remove "
+                f"datasets.{name}.on_bad_rows"
+            )
         if self.catalog.find_source(companion, source["sha256"]) is not None:
             return  # registered before a crash or a retry: once is enough
         current = self.catalog.dataset(companion)
