@@ -185,9 +185,13 @@ class Scanner:
             cut = len(buf)
         else:
             end = buf.rfind(b"\n")
-            # A line break inside quotes (an odd number of quotes before it) ends no record.
-            while end >= 0 and int(np.searchsorted(q, end)) % 2:
-                end = buf.rfind(b"\n", 0, end)
+            while end >= 0:
+                opened = int(np.searchsorted(q, end))
+                if opened % 2 == 0:
+                    break
+                # Inside quotes (an odd number of quotes before it): the record ends, at
+                # the latest, before the quote that opened the value holding this line break.
+                end = buf.rfind(b"\n", 0, int(q[opened - 1]))
             if end < 0:
                 return None
             cut = end + 1
