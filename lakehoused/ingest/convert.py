@@ -126,7 +126,7 @@ def convert(
                 if output is None:
                     output = parquet.ParquetOutput(
                         target,
-                        parquet.group_rows_for(table, spill.limit // 2),
+                        parquet.group_rows_for(table, fmt.memory_bytes // 8),
                         parquet.dictionary_columns(table),
                     )
                 for group in output.take(table):
