@@ -18,7 +18,7 @@ import csv
 import io
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePath
 
 from lakehoused import names
@@ -102,7 +102,6 @@ class Dialect:
     delimiter_from: str = "setting"  # setting | sniffed | suffix | sep line
     line_endings: str = "none"  # LF | CRLF | CR | mixed | none
     bom: str | None = None
-    extra: dict = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict:
         """The dialect as recorded in the dataset.registered event."""

@@ -1,10 +1,12 @@
 """Reading a CSV file once: its dialect, its header, then all-VARCHAR Arrow tables of its rows.
 
 One read of the file. A thread decodes the text and runs the strict check (strict.py) on
-each run of whole records; the calling thread hands exactly those bytes to pyarrow's CSV
+each run of whole records; a second thread hands exactly those bytes to pyarrow's CSV
 parser, which checks every record's field count and (for UTF-8) every byte, and returns
-the values. The two must agree on the number of records in every run, or the file is not
-read at all. The header is parsed by the same parser with the same options.
+the values. Where the check counted the records (anything but the fast path), the parser
+must return as many, or the file is not read at all. The header is parsed by the same
+parser with the same options. A parser error is never shown as it is: the check finds the
+line and says what is wrong there.
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ exactly RFC 4180 plus the dialect's documented options:
 The parser (pyarrow) checks every record's field count itself; here field counts are
 computed only for the header, for `on_bad_rows = "quarantine"` (to cut bad records out
 before the parser sees them) and to find the line of a record the parser refused.
+
+The fast path (LF line ends, no escape, comment or quarantine: most files) locates only
+the quote characters and the last line break of a run; every quote is still checked.
+Anything else, and any error, takes the full analysis, which finds every record.
 """
 
 from __future__ import annotations
