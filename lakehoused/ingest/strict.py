@@ -18,7 +18,7 @@ The parser (pyarrow) checks every record's field count itself; here field counts
 computed only for the header, for `on_bad_rows = "quarantine"` (to cut bad records out
 before the parser sees them) and to find the line of a record the parser refused.
 
-The fast path (LF line ends, no escape, comment or quarantine: most files) locates only
+The fast path (LF or CRLF line ends, no escape, comment or quarantine: most files) locates only
 the quote characters and the last line break of a run; every quote is still checked.
 Anything else, and any error, takes the full analysis, which finds every record.
 """
@@ -167,15 +167,21 @@ class Scanner:
 
     def _fast_path_fits(self, buf: bytes) -> bool:
         """Whether only quotes need checking here: the header is read, there is more than
-        one column, lines end with LF, and no escape, comment or quarantine is set."""
-        return (
-            self.expected is not None
-            and self.expected > 1
-            and self.escape is None
-            and self.comment is None
-            and not self.quarantine
-            and b"\r" not in buf
-        )
+        one column, lines end with LF or CRLF (no lone CR), and no escape, comment or
+        quarantine is set."""
+        if (
+            self.expected is None
+            or self.expected == 1
+            or self.escape is not None
+            or self.comment is not None
+            or self.quarantine
+        ):
+            return False
+        if b"\r" not in buf:
+            return True
+        a = np.frombuffer(buf, np.uint8)
+        cr = np.flatnonzero(a == CR)
+        return bool(cr[-1] + 1 < a.size and (a[cr + 1] == LF).all())
 
     def _fast(self, buf: bytes, final: bool) -> Records | None:
         """Check every quote of a run found with LF positions alone; the parser counts
