@@ -316,3 +316,15 @@ def both_runs(request, monkeypatch):
 
         monkeypatch.setattr(text, "CHUNK_BYTES", 1024)
     return request.param
+
+
+def test_a_character_cut_by_the_end_of_the_sniffed_sample_is_no_error(write_csv):
+    # The sniffer looks at the first 64 KiB: put a two-byte character across that edge.
+    head = "a,b\n"
+    filler = "".join(f"{i},x\n" for i in range(20000))
+    prefix = (head + filler).encode()[: (64 << 10) - 1]
+    prefix = prefix[: prefix.rfind(b"\n") + 1]
+    pad = (64 << 10) - 1 - len(prefix) - 2
+    text = prefix + b"1," + b"y" * pad + "é".encode() + b"\n2,z\n"
+    rows, _ = read(write_csv("a.csv", text))
+    assert rows[-2]["b"].endswith("é") and rows[-1] == {"a": 2, "b": "z"}

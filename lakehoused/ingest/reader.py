@@ -120,11 +120,12 @@ class CsvReader:
             buf += more
         if delimiter is None:
             decoder = codecs.getincrementaldecoder("utf-8")("strict")
+            complete = eof and len(buf) <= SNIFF_BYTES
             try:
-                sample = decoder.decode(buf[:SNIFF_BYTES], final=eof)
+                # A character cut by the end of the sample is not an error.
+                sample = decoder.decode(buf[:SNIFF_BYTES], final=complete)
             except UnicodeDecodeError:
                 raise self._utf8_error() from None
-            complete = eof and len(buf) <= SNIFF_BYTES
             delimiter, delimiter_from = choose_delimiter(fmt, sample, complete, line, self._columns)
         self.fmt = fmt = replace(fmt, delimiter=delimiter)
         self.scanner = Scanner(fmt, first_line=line)
