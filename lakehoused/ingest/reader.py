@@ -12,6 +12,7 @@ line and says what is wrong there.
 from __future__ import annotations
 
 import codecs
+import functools
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -61,6 +62,7 @@ class CsvReader:
         self.bytes_total = max(path.stat().st_size, 1)
         self.text = Utf8Text(data, fmt)
         self._chunks = self.text.chunks()
+        self._converts: dict[tuple[int, bool], pacsv.ConvertOptions] = {}
         self._line_endings = {"LF": 0, "CRLF": 0, "CR": 0}
         self._cr_at_end = False
         try:
@@ -279,32 +281,47 @@ class CsvReader:
 
     def _parse(self, data: bytes | memoryview, columns: int, *, nulls: bool) -> pa.Table:
         names = [f"f{i}" for i in range(columns)]
-        fmt = self.fmt
+        # One block per call: with the data ending in a line break the block splits there,
+        # so quoted line breaks are parsed right either way, and the plain split is cheaper.
+        # (A run always ends with a record; the last one of a file may not.)
+        newlines = bytes(data[-1:]) != b"\n"
         return pacsv.read_csv(
             pa.py_buffer(data),
             read_options=pacsv.ReadOptions(
                 column_names=names, use_threads=False, block_size=max(len(data) + 1, 1 << 16)
             ),
-            parse_options=pacsv.ParseOptions(
+            parse_options=self._parse_options[newlines],
+            convert_options=self._convert_options(columns, nulls),
+        )
+
+    @functools.cached_property
+    def _parse_options(self) -> dict[bool, pacsv.ParseOptions]:
+        fmt = self.fmt
+        return {
+            newlines: pacsv.ParseOptions(
                 delimiter=fmt.delimiter,
                 quote_char=fmt.quote or False,
                 double_quote=True,
                 escape_char=fmt.escape or False,
-                # One block per call: with the data ending in a line break the block splits
-                # there, so quoted line breaks are parsed right either way, and the plain
-                # split is cheaper. (A run always ends with a record; the last one may not.)
-                newlines_in_values=bytes(data[-1:]) != b"\n",
+                newlines_in_values=newlines,
                 # With one column a blank line is an empty value; with more, it is no record.
-                ignore_empty_lines=columns != 1,
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.string()),
-                null_values=["", *fmt.null_values] if nulls else [],
+                ignore_empty_lines=(self.scanner.expected or 1) != 1,
+            )
+            for newlines in (False, True)
+        }
+
+    def _convert_options(self, columns: int, nulls: bool) -> pacsv.ConvertOptions:
+        # Built once per reader: with thousands of columns the type map is not free.
+        key = (columns, nulls)
+        if key not in self._converts:
+            self._converts[key] = pacsv.ConvertOptions(
+                column_types=dict.fromkeys((f"f{i}" for i in range(columns)), pa.string()),
+                null_values=["", *self.fmt.null_values] if nulls else [],
                 strings_can_be_null=nulls,
                 quoted_strings_can_be_null=nulls,
                 check_utf8=not self.text.transcoded,
-            ),
-        )
+            )
+        return self._converts[key]
 
     def _parse_run(self, records: Records, data: bytes | memoryview, rows: int | None) -> pa.Table:
         """Parse one run; the parser and the check must agree on every record."""
