@@ -16,6 +16,7 @@ import functools
 import queue
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from lakehoused.ingest.strict import BadRecord, InvalidUtf8, Records, Scanner
 from lakehoused.ingest.text import Utf8Text, invalid_utf8_error, open_bytes
 
 _DONE = object()
+PARSERS = 2  # parser threads: the parse is the longest stage of the reading
 _NO_HEADER = "false"
 
 
@@ -200,8 +202,8 @@ class CsvReader:
 
     def _start(self) -> None:
         self._stop = threading.Event()
-        self._checked: queue.Queue = queue.Queue(maxsize=4)
-        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._checked: queue.Queue = queue.Queue(maxsize=8)
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
         self._threads = [
             threading.Thread(target=self._check, name="csv-check", daemon=True),
             threading.Thread(target=self._parse_all, name="csv-parse", daemon=True),
@@ -238,12 +240,19 @@ class CsvReader:
             self._put(self._checked, e)
 
     def _parse_all(self) -> None:
-        """Thread: each checked run parsed; the names first, _DONE last, or the error."""
+        """Thread: each checked run handed to a parser, in order; the names first, _DONE
+        last, or the error. Two parsers work side by side (pyarrow releases the GIL); the
+        reading thread takes their results in the file's order."""
+        pool = ThreadPoolExecutor(max_workers=PARSERS, thread_name_prefix="csv-parse")
         try:
             for records in self._items(self._checked):
-                if self.names is None and not records.rows:
-                    continue  # blank lines or comments before the header
-                if not self._put(self._queue, self._parsed(records)):
+                if self.names is None:
+                    if not records.rows:
+                        continue  # blank lines or comments before the header
+                    item: object = self._parsed(records)  # the header: names first
+                else:
+                    item = pool.submit(self._parsed, records)
+                if not self._put(self._queue, item):
                     return
             if self.names is None:
                 raise RejectedFile(
@@ -252,6 +261,9 @@ class CsvReader:
             self._put(self._queue, _DONE)
         except BaseException as e:
             self._put(self._queue, e)
+        finally:
+            # The runs already handed on are still to be read, unless the reading stopped.
+            pool.shutdown(wait=False, cancel_futures=self._stop.is_set())
 
     def _parsed(self, records: Records) -> tuple[pa.Table | None, list[BadRecord]]:
         """One run as an all-VARCHAR table (the header taken off the first), and its bad rows."""
@@ -385,7 +397,8 @@ class CsvReader:
 
     def tables(self) -> Iterator[tuple[pa.Table | None, list[BadRecord]]]:
         """Each run's rows as an all-VARCHAR table (None if it has none), and its bad records."""
-        yield from self._items(self._queue)  # type: ignore[misc]
+        for item in self._items(self._queue):
+            yield item.result() if isinstance(item, Future) else item  # type: ignore[misc]
         self.dialect = replace(self.dialect, line_endings=self.line_endings())
 
     def progress(self) -> float:
