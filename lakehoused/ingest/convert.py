@@ -177,7 +177,7 @@ def convert(
 
 def _spill_limit(fmt: CsvFormat) -> int:
     """Bytes of VARCHAR rows held in memory before the spill moves to disk."""
-    return fmt.memory_bytes // 4
+    return fmt.memory_bytes // 8
 
 
 class _Spill:

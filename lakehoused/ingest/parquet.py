@@ -56,7 +56,7 @@ class ParquetOutput:
         self.nulls: dict[str, int] = {}
         self._pending: list[pa.Table] = []
         self._have = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._failure: list[BaseException] = []
         self._thread: threading.Thread | None = None
 
