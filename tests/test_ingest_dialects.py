@@ -45,7 +45,7 @@ def follow(source: Path, make_config, message: str, *keys: str) -> list[dict]:
     tomllib.loads("\n".join(lines))  # the advice is valid TOML as written
     config = load_config(make_config(datasets="[datasets.d]\n" + "\n".join(lines)))
     fmt = format_for(config.dataset_options("d"), source.name)
-    rows, _ = read(source, fmt)
+    rows, _ = read(source, fmt, rejects_target=source.with_suffix(".rejects.parquet"))
     return rows
 
 
@@ -98,6 +98,17 @@ def test_an_unterminated_quote_in_the_header_rejects_a_71_row_file(write_csv):
 def test_an_unterminated_quote_in_the_last_value_is_rejected(write_csv):
     error = rejected(write_csv("a.csv", 'a,b\n1,x\n2,"open\n3,y\n'))
     assert str(error).startswith("line 3: a quoted value opened here")
+
+
+def test_quarantine_named_by_a_rejection_keeps_the_good_rows(write_csv, make_config):
+    source = write_csv("a.csv", "a,b\n1,2\n3,4,5\n6,7\n")
+    error = rejected(source)
+    assert follow(source, make_config, str(error), "on_bad_rows") == [
+        {"a": 1, "b": 2},
+        {"a": 6, "b": 7},
+    ]
+    kept = pq.read_table(source.with_suffix(".rejects.parquet")).to_pylist()
+    assert kept == [{"line": 3, "record": "3,4,5", "reason": "expected 2 fields, got 3"}]
 
 
 def test_header_names_are_kept_as_written_not_trimmed(write_csv):
