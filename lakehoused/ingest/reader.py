@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import functools
 import queue
+import struct
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +34,20 @@ from lakehoused.ingest.text import Utf8Text, invalid_utf8_error, open_bytes
 _DONE = object()
 PARSERS = 2  # parser threads: the parse is the longest stage of the reading
 _NO_HEADER = "false"
+
+
+def _valid_utf8(data: memoryview) -> bool:
+    """Whether a run of whole records is valid UTF-8 (Arrow's validator, on the whole run:
+    a run ends with a record, so it never cuts a character)."""
+    if not data:
+        return True
+    offsets = pa.py_buffer(struct.pack("<ii", 0, len(data)))
+    run = pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(data)])
+    try:
+        run.cast(pa.string())
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def header_names(raw: list[str]) -> list[str]:
@@ -227,7 +242,11 @@ class CsvReader:
             self._first = b""
             while not self._stop.is_set():
                 records = self.scanner.feed(chunk, final=eof)
-                if records is not None and not self._put(self._checked, records):
+                if records is None:
+                    pass
+                elif not self.text.transcoded and not _valid_utf8(records.data):
+                    raise InvalidUtf8
+                elif not self._put(self._checked, records):
                     return
                 if eof:
                     break
@@ -331,7 +350,8 @@ class CsvReader:
                 null_values=["", *self.fmt.null_values] if nulls else [],
                 strings_can_be_null=nulls,
                 quoted_strings_can_be_null=nulls,
-                check_utf8=not self.text.transcoded,
+                # Checked once per run by the check thread (_valid_utf8): cheaper than per value.
+                check_utf8=False,
             )
         return self._converts[key]
 
