@@ -1,12 +1,12 @@
 """Reading a CSV file once: its dialect, its header, then all-VARCHAR Arrow tables of its rows.
 
-One read of the file. A thread decodes the text and runs the strict check (strict.py) on
-each run of whole records; a second thread hands exactly those bytes to pyarrow's CSV
-parser, which checks every record's field count and (for UTF-8) every byte, and returns
-the values. Where the check counted the records (anything but the fast path), the parser
-must return as many, or the file is not read at all. The header is parsed by the same
-parser with the same options. A parser error is never shown as it is: the check finds the
-line and says what is wrong there.
+One read of the file. A thread decodes the text, runs the strict check (strict.py) on
+each run of whole records and validates its UTF-8; parser threads hand exactly those bytes
+to pyarrow's CSV parser, which checks every record's field count and returns the values,
+taken in the file's order. Where the check counted the records (anything but the fast
+path), the parser must return as many, or the file is not read at all. The header is
+parsed by the same parser with the same options. A parser error is never shown as it is:
+the check finds the line and says what is wrong there.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class CsvReader:
             raise
 
     def close(self) -> None:
-        """Close the file (and stop the checking thread, if it runs)."""
+        """Close the file, and stop the reading threads if they still run."""
         stop = getattr(self, "_stop", None)
         if stop is not None:
             stop.set()

@@ -1,7 +1,7 @@
 """A file's text: decompression, byte order marks, encodings and editor line numbers.
 
 The converter parses UTF-8. A UTF-8 file (the default, with or without a BOM) is passed
-through untouched and validated by the parser itself; a file with a UTF-16 or UTF-32 BOM,
+through untouched and validated run by run by the reader (reader.py); a file with a UTF-16 or UTF-32 BOM,
 or whose dataset names another encoding, is decoded here, strictly, and re-encoded as UTF-8
 on the way. Line numbers are counted as a text editor counts them: LF, CRLF and a lone CR
 each end one line, however they are mixed.
