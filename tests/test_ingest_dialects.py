@@ -339,3 +339,14 @@ def test_a_character_cut_by_the_end_of_the_sniffed_sample_is_no_error(write_csv)
     text = prefix + b"1," + b"y" * pad + "é".encode() + b"\n2,z\n"
     rows, _ = read(write_csv("a.csv", text))
     assert rows[-2]["b"].endswith("é") and rows[-1] == {"a": 2, "b": "z"}
+
+
+def test_a_damaged_gzip_file_is_rejected_saying_so(write_csv):
+    import gzip
+
+    whole = gzip.compress(b"a,b\n" + b"1,2\n" * 1000)
+    source = write_csv("a.csv.gz", whole[: len(whole) // 2])
+    error = rejected(source, CsvFormat(compression="gzip"))
+    assert str(error).startswith("not a valid gzip file")
+    rows, _ = read(write_csv("a.csv", gzip.decompress(whole)))
+    assert len(rows) == 1000

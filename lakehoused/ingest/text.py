@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,9 +39,25 @@ def open_bytes(path: Path, compression: str | None) -> Iterator[tuple[BinaryIO, 
     with open(path, "rb") as raw:
         if compression == "gzip":
             with gzip.GzipFile(fileobj=raw) as gz:
-                yield gz, raw.tell  # type: ignore[misc]
+                yield _CheckedGzip(gz), raw.tell  # type: ignore[misc]
         else:
             yield raw, raw.tell
+
+
+class _CheckedGzip:
+    """A gzip stream whose damage is the file's fault: a rejection, not a crash."""
+
+    def __init__(self, gz: gzip.GzipFile) -> None:
+        self.gz = gz
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.gz.read(size)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise RejectedFile(
+                f"not a valid gzip file ({e}); compress it again, or drop it uncompressed "
+                "without the .gz suffix"
+            ) from e
 
 
 def codec_name(encoding: str) -> str:
