@@ -350,3 +350,8 @@ def test_a_damaged_gzip_file_is_rejected_saying_so(write_csv):
     assert str(error).startswith("not a valid gzip file")
     rows, _ = read(write_csv("a.csv", gzip.decompress(whole)))
     assert len(rows) == 1000
+
+
+def test_skip_rows_beyond_the_file_says_how_many_lines_there_are(write_csv):
+    error = rejected(write_csv("a.csv", "title\na,b\n1,2"), CsvFormat(skip_rows=9))
+    assert str(error) == "the file has only 3 line(s): datasets.d.skip_rows = 9 skips all of them"

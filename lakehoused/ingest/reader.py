@@ -126,13 +126,13 @@ class CsvReader:
                 delimiter, delimiter_from = sep[0], "sep line"
         eof = False
         for _ in range(fmt.skip_rows):
-            buf, eof = self._drop_line(buf, eof)
+            buf, eof, dropped = self._drop_line(buf, eof)
+            line += dropped
             if not buf and eof:
                 raise RejectedFile(
-                    f"the file has only {line - 1 + int(has_sep)} line(s): "
+                    f"the file has only {line - 1} line(s): "
                     f"{fmt.setting('skip_rows', str(fmt.skip_rows))} skips all of them"
                 )
-            line += 1
         while len(buf) < SNIFF_BYTES and not eof:
             more = self._next_chunk()
             eof = not more
@@ -169,8 +169,9 @@ class CsvReader:
         assert isinstance(names, list), "the check thread ends with a rejection or the names"
         self.names = names
 
-    def _drop_line(self, buf: bytes, eof: bool) -> tuple[bytes, bool]:
-        """`buf` less its first line (pulling chunks until the line ends)."""
+    def _drop_line(self, buf: bytes, eof: bool) -> tuple[bytes, bool, bool]:
+        """`buf` less its first line (pulling chunks until the line ends), the end of the
+        file reached or not, and whether there was a line to drop."""
         while True:
             lf, cr = buf.find(b"\n"), buf.find(b"\r")
             ends = [i for i in (lf, cr) if i >= 0]
@@ -178,9 +179,9 @@ class CsvReader:
                 end = min(ends)
                 if end == cr and buf[cr + 1 : cr + 2] == b"\n":
                     end += 1
-                return buf[end + 1 :], eof
+                return buf[end + 1 :], eof, True
             if eof:
-                return b"", True
+                return b"", True, bool(buf)  # a last line without a line break
             more = self._next_chunk()
             eof = not more
             buf += more
