@@ -357,3 +357,19 @@ def test_round_trip_preserves_every_value(tmp_path, rows):
                 assert value == datetime.date.fromisoformat(text)
             else:
                 pytest.fail(f"unexpected type {column.type}")
+
+
+def test_a_rejection_mid_file_stops_every_reading_thread(write_csv, monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setattr(TEXT, "CHUNK_BYTES", 1024)
+    monkeypatch.setattr(PARQUET, "ROW_GROUP_ROWS", 100)
+    before = threading.active_count()
+    rows = ["12.5"] + [str(i) for i in range(LATE * 4)]
+    with pytest.raises(RejectedFile, match="column n is set to BIGINT"):
+        run(write_csv("a.csv", rows_csv("n", rows)), hints={"n": "BIGINT"})
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before
