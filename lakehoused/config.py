@@ -6,6 +6,7 @@ bad value, except where the key looks like it holds a secret: then the value is 
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import difflib
 import ipaddress
@@ -33,8 +34,8 @@ SCHEMA_CHANGES = ("reject", "add_columns", "overwrite")
 """Values of ``datasets.<name>.on_schema_change``."""
 COLUMN_TYPES = ("BOOLEAN", "BIGINT", "DOUBLE", "DATE", "TIMESTAMP", "VARCHAR")
 """Column types ``datasets.<name>.types`` may force (stored upper-case)."""
-ENCODINGS = ("utf-8", "latin-1", "utf-16")
-"""Values of ``datasets.<name>.encoding``."""
+BAD_ROWS = ("reject", "quarantine")
+"""Values of ``datasets.<name>.on_bad_rows``."""
 AFTER_INGEST = ("archive", "delete", "keep")
 """Values of ``inbox.after_ingest``."""
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -68,6 +69,13 @@ DATASET_KEYS = (
     "types",
     "encoding",
     "delimiter",
+    "quote",
+    "escape",
+    "header",
+    "skip_rows",
+    "comment",
+    "on_bad_rows",
+    "converter_memory",
     "keep_versions",
     "keep_days",
 )
@@ -101,11 +109,18 @@ class DatasetOptions:
     """Per-dataset overrides from ``[datasets.<name>]``; the defaults suit most CSV files."""
 
     mode: str | None = None  # "replace" | "append" | None = by location in the inbox
-    on_schema_change: str = "reject"  # "reject" | "add_columns"
+    on_schema_change: str = "reject"  # "reject" | "add_columns" | "overwrite"
     null_values: tuple[str, ...] = ()  # tokens read as NULL besides the empty cell
     types: Mapping[str, str] = field(default_factory=dict)  # column -> COLUMN_TYPES member
-    encoding: str = "utf-8"  # one of ENCODINGS
-    delimiter: str | None = None  # one character; None = by file suffix
+    encoding: str = "utf-8"  # any Python codec name; utf-8 also honours a UTF-16/32 BOM
+    delimiter: str | None = None  # one character; None = sniffed (then by file suffix)
+    quote: str = '"'  # one character; "" = no quoting (quote characters are literal)
+    escape: str | None = None  # one character escaping the next; None = quotes are doubled
+    header: bool | None = None  # None = a header row is expected; False = column_1..N
+    skip_rows: int = 0  # lines above the header (a title, notes) to skip
+    comment: str | None = None  # lines starting with this character are skipped
+    on_bad_rows: str = "reject"  # "reject" the file | "quarantine" bad records, keep the rest
+    converter_memory: str = "256MiB"  # the converter's memory budget for this dataset's files
     keep_versions: int | None = None  # retention; None = the [retention] default
     keep_days: float | None = None  # retention; None = the [retention] default
 
@@ -174,6 +189,16 @@ class S3Location:
     def url(self) -> str:
         """``s3://bucket/prefix/``, for messages and events (never a secret)."""
         return f"s3://{self.bucket}/{self.prefix}"
+
+    encoding: str = "utf-8"  # any Python codec name; utf-8 also honours a UTF-16/32 BOM
+    delimiter: str | None = None  # one character; None = sniffed (then by file suffix)
+    quote: str = '"'  # one character; "" = no quoting (quote characters are literal)
+    escape: str | None = None  # one character escaping the next; None = quotes are doubled
+    header: bool | None = None  # None = a header row is expected; False = column_1..N
+    skip_rows: int = 0  # lines above the header (a title, notes) to skip
+    comment: str | None = None  # lines starting with this character are skipped
+    on_bad_rows: str = "reject"  # "reject" the file | "quarantine" bad records, keep the rest
+    converter_memory: str = "256MiB"  # the converter's memory budget for this dataset's files
 
 
 @dataclass(frozen=True)
@@ -391,7 +416,7 @@ def _dataset(raw: Any, name: str) -> DatasetOptions:
         )
     table = _table(raw, key)
     _check_keys(table, key, DATASET_KEYS)
-    return DatasetOptions(
+    options = DatasetOptions(
         **_options(
             table,
             key,
@@ -402,8 +427,38 @@ def _dataset(raw: Any, name: str) -> DatasetOptions:
             encoding=_encoding,
             delimiter=_delimiter,
             **_RETENTION,
+            quote=_quote,
+            escape=_dialect_char("escape"),
+            header=_boolean,
+            skip_rows=_integer(0, 1_000_000),
+            comment=_dialect_char("comment"),
+            on_bad_rows=_one_of(BAD_ROWS),
+            converter_memory=_converter_memory,
         )
     )
+    _distinct_dialect_chars(options, key)
+    return options
+
+
+def _distinct_dialect_chars(options: DatasetOptions, key: str) -> None:
+    """The delimiter, quote, escape and comment characters must differ from each other."""
+    chars = {
+        "delimiter": options.delimiter,
+        "quote": options.quote or None,
+        # An escape equal to the quote is RFC 4180's doubled quote: the default.
+        "escape": None if options.escape == options.quote else options.escape,
+        "comment": options.comment,
+    }
+    seen: dict[str, str] = {}
+    for name, char in chars.items():
+        if char is None:
+            continue
+        if char in seen:
+            raise ConfigError(
+                f"{key}.{name}: {char!r} is already the {seen[char]}; "
+                f"a character can have only one role"
+            )
+        seen[char] = name
 
 
 def _location(
@@ -736,15 +791,62 @@ def _types(value: Any, key: str) -> Mapping[str, str]:
 
 
 def _encoding(value: Any, key: str) -> str:
-    if not isinstance(value, str) or value.lower() not in ENCODINGS:
-        raise _bad(key, f"one of {', '.join(ENCODINGS)}", value)
+    expected = "a Python codec name such as utf-8, cp1252, shift_jis or utf-16-le"
+    if not isinstance(value, str) or not value:
+        raise _bad(key, expected, value)
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise _bad(key, expected, value) from None
+    # Text codecs only: "rot13" or "base64" would name no character set.
+    if not codecs.lookup(value)._is_text_encoding:  # type: ignore[attr-defined]
+        raise _bad(key, expected, value)
     return value.lower()
+
+
+def _boolean(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(key, "true or false", value)
+    return value
+
+
+# Characters that can never be part of a dialect: they end records.
+_LINE_BREAKS = "\r\n"
+
+
+def _quote(value: Any, key: str) -> str:
+    if not isinstance(value, str) or len(value) > 1 or (value and value in _LINE_BREAKS):
+        raise _bad(key, 'one character, or "" for no quoting', value)
+    return _ascii(value, key)
+
+
+def _dialect_char(name: str) -> _Check:
+    def check(value: Any, key: str) -> str:
+        if not isinstance(value, str) or len(value) != 1 or value in _LINE_BREAKS:
+            raise _bad(key, "exactly one character (not a line break)", value)
+        return _ascii(value, key)
+
+    return check
+
+
+def _converter_memory(value: Any, key: str) -> str:
+    match = _MEMORY_RE.match(value) if isinstance(value, str) else None
+    if match is None or size_bytes(value) < 64 * 2**20:
+        raise _bad(key, 'a size of at least 64MiB, like "256MB" or "1GiB"', value)
+    return value
 
 
 def _delimiter(value: Any, key: str) -> str:
     # A quote or line break as delimiter would make every row ambiguous.
     if not isinstance(value, str) or len(value) != 1 or value in '"\r\n':
         raise _bad(key, "exactly one character (not a quote or line break)", value)
+    return _ascii(value, key)
+
+
+def _ascii(value: str, key: str) -> str:
+    # The CSV grammar is checked byte by byte: a dialect character must be one byte.
+    if not value.isascii():
+        raise _bad(key, "an ASCII character", value)
     return value
 
 

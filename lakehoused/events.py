@@ -76,9 +76,14 @@ class DatasetRegistered(LakehouseEvent):
         return registration_id(self.dataset, self.source["sha256"], self.version - 1)
 
     def describe(self) -> str:
+        kept = self.rejected_rows or 0
+        aside = ""
+        if kept:
+            rows = "1 bad row" if kept == 1 else f"{kept} bad rows"
+            aside = f"; {rows} kept in {self.dataset}__rejected_rows"
         return (
             f"registered {_source_name(self.source)} as {self.dataset} version {self.version} "
-            f"({self.mode}): {self.object['rows']} rows, object {self.object['key']}"
+            f"({self.mode}): {self.object['rows']} rows, object {self.object['key']}{aside}"
         )
 
 

@@ -22,7 +22,6 @@ from lakehoused.events import (
     LakehouseEvent,
     PartRetracted,
 )
-from lakehoused.ingest.types import quote_identifier
 from lakehoused.lakehouse import Lakehouse
 from lakehoused.log import StoredEvent
 from lakehoused.schema import Column, fingerprint, schema_to_json
@@ -178,7 +177,7 @@ def _rewrite(
 ) -> dict:
     """One part rewritten with the wider column, put as a new object; its event entry."""
     source = lakehouse.cache.path(key)
-    col = quote_identifier(column)
+    col = '"' + column.replace('"', '""') + '"'
     con = duckdb.connect(config={"threads": 2, "memory_limit": "256MB"})
     try:
         con.execute("SET preserve_insertion_order = true")
@@ -203,7 +202,7 @@ def _rewrite(
             )
             sha256, size = workspace.finish_object()
             new_key = object_key(name, sha256)
-            lakehouse.store.put(new_key, target)
+            lakehouse.cache.writer.put(new_key, target)  # seeds the read-through cache too
             (rows,) = con.execute(f"SELECT count(*) FROM {read}").fetchone()
     finally:
         con.close()

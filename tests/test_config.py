@@ -277,8 +277,9 @@ def test_unknown_keys_are_named(load: Load, text: str, message: str) -> None:
             "datasets.w.null_values[0]: must be a non-empty string, got 0",
         ),
         (
-            "[datasets.w]\nencoding = 'cp1252'",
-            "datasets.w.encoding: must be one of utf-8, latin-1, utf-16, got 'cp1252'",
+            "[datasets.w]\nencoding = 'klingon'",
+            "datasets.w.encoding: must be a Python codec name such as utf-8, cp1252, shift_jis "
+            "or utf-16-le, got 'klingon'",
         ),
         (
             "[datasets.w]\ndelimiter = ';;'",

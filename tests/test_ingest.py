@@ -16,18 +16,24 @@ from hypothesis import strategies as st
 
 from lakehoused.errors import RejectedFile
 from lakehoused.ingest import CsvFormat, convert
-from lakehoused.ingest.convert import ROW_GROUP_ROWS, SAMPLE_ROWS
+from lakehoused.ingest.parquet import ROW_GROUP_ROWS
 from lakehoused.schema import Column
 
-LATE = SAMPLE_ROWS + 3000  # a row well past the sample
+LATE = 5000  # a row well past the first run of records when runs are small
 CONVERT = sys.modules["lakehoused.ingest.convert"]
+TEXT = sys.modules["lakehoused.ingest.text"]
+PARQUET = sys.modules["lakehoused.ingest.parquet"]
 
 
-@pytest.fixture(params=["sampled", "one pass"])
+@pytest.fixture(params=["many runs and row groups, spilled", "one run"])
 def both_paths(request, monkeypatch):
-    """Run a test through the sampled path (large files) and the one-pass path (small)."""
-    if request.param == "sampled":
-        monkeypatch.setattr(CONVERT, "SMALL_FILE", 0)
+    """Run a test as large files run (1 KiB runs, row groups of 1,000 rows written while
+    reading, an on-disk spill written again when a late value changes a type), and in one
+    run."""
+    if request.param != "one run":
+        monkeypatch.setattr(TEXT, "CHUNK_BYTES", 1024)
+        monkeypatch.setattr(PARQUET, "ROW_GROUP_ROWS", 1000)
+        monkeypatch.setattr(CONVERT, "_spill_limit", lambda fmt: 0)
     return request.param
 
 
@@ -90,6 +96,24 @@ def test_late_fraction_makes_the_column_double_never_rounded(write_csv, both_pat
     assert types_of(columns)["amount"] == "DOUBLE"
     assert data["amount"][-1] == 12.5
     assert data["amount"][7] == 7.0
+
+
+def test_row_groups_written_before_a_late_change_are_written_again(
+    write_csv, both_paths, monkeypatch
+):
+    rewrites = []
+    original = PARQUET.rewrite
+    monkeypatch.setattr(PARQUET, "rewrite", lambda *a: rewrites.append(1) or original(*a))
+    rows = [f"{i},{i}" for i in range(LATE)] + [f"{LATE},twelve"]
+    source = write_csv("a.csv", rows_csv("id,amount", rows))
+    data, columns = run(source)
+    assert len(rewrites) == (1 if both_paths != "one run" else 0)
+    assert types_of(columns) == {"id": "BIGINT", "amount": "VARCHAR"}
+    assert data["amount"] == [str(i) for i in range(LATE)] + ["twelve"]
+    meta = pq.ParquetFile(source.with_suffix(".parquet")).metadata
+    expected_groups = 6 if both_paths != "one run" else 1
+    assert meta.num_row_groups == expected_groups
+    assert {meta.schema.column(1).physical_type} == {"BYTE_ARRAY"}
 
 
 def test_big_integers_with_a_fraction_stay_text_rather_than_lose_digits(write_csv):
@@ -333,3 +357,19 @@ def test_round_trip_preserves_every_value(tmp_path, rows):
                 assert value == datetime.date.fromisoformat(text)
             else:
                 pytest.fail(f"unexpected type {column.type}")
+
+
+def test_a_rejection_mid_file_stops_every_reading_thread(write_csv, monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setattr(TEXT, "CHUNK_BYTES", 1024)
+    monkeypatch.setattr(PARQUET, "ROW_GROUP_ROWS", 100)
+    before = threading.active_count()
+    rows = ["12.5"] + [str(i) for i in range(LATE * 4)]
+    with pytest.raises(RejectedFile, match="column n is set to BIGINT"):
+        run(write_csv("a.csv", rows_csv("n", rows)), hints={"n": "BIGINT"})
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before

@@ -22,7 +22,7 @@ import threading
 from lakehoused import faults
 from lakehoused.config import Config
 from lakehoused.errors import LakehousedError, RejectedFile
-from lakehoused.ingest.csvfile import CsvFormat
+from lakehoused.ingest import CsvFormat
 from lakehoused.ingest.pipeline import Converted, ConvertJob, run_job
 from lakehoused.ingest.staging import Staging
 

@@ -196,7 +196,9 @@ class InboxWatcher:
         if not self.root.is_dir():
             # os.walk would find nothing, and a vanished inbox would look like an empty one.
             raise InboxUnavailable(f"the inbox {self.root} is gone or is not a directory")
-        found = list(self._walk(folder))
+        # Files a scan finds have no arrival order of their own: the oldest first (by mtime,
+        # then name), not the order the directory happens to list them in.
+        found = sorted(self._walk(folder), key=self._age_order)
         new = 0
         with self._lock:
             for relpath in found:
@@ -409,6 +411,10 @@ class InboxWatcher:
             return False
         entry.renamed, entry.changed_at = False, now
         return True
+
+    def _age_order(self, relpath: PurePosixPath) -> tuple[int, str]:
+        signature = self._signature(relpath)
+        return (signature[1] if signature else 0, relpath.as_posix())
 
     @staticmethod
     def _quiet_for(entry: _Entry, now: float) -> float:

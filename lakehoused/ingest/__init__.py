@@ -1,6 +1,18 @@
 """Ingest: CSV reading, type inference, schema fingerprint and Parquet writing (DESIGN §3)."""
 
-from lakehoused.ingest.convert import Conversion, convert
-from lakehoused.ingest.csvfile import CsvFormat, read_header
+from lakehoused.ingest.convert import (
+    REJECTED_ROWS_COLUMNS,
+    REJECTED_ROWS_SUFFIX,
+    Conversion,
+    convert,
+)
+from lakehoused.ingest.dialect import CsvFormat, format_for
 
-__all__ = ["Conversion", "CsvFormat", "convert", "read_header"]
+__all__ = [
+    "REJECTED_ROWS_COLUMNS",
+    "REJECTED_ROWS_SUFFIX",
+    "Conversion",
+    "CsvFormat",
+    "convert",
+    "format_for",
+]

@@ -29,10 +29,10 @@ from lakehoused.errors import (
 )
 from lakehoused.events import DatasetRegistered, IngestDuplicate, IngestRejected, SchemaChanged
 from lakehoused.inbox.base import StagedSource
+from lakehoused.ingest import REJECTED_ROWS_COLUMNS, REJECTED_ROWS_SUFFIX, CsvFormat, format_for
 from lakehoused.ingest.convert import Conversion, convert
-from lakehoused.ingest.csvfile import CsvFormat
 from lakehoused.ingest.staging import Workspace, file_sha256
-from lakehoused.log import EventLog, StoredEvent
+from lakehoused.log import Event, EventLog, StoredEvent
 from lakehoused.schema import Column, fingerprint, merge, schema_to_json
 from lakehoused.store import ObjectStore, object_key
 
@@ -64,6 +64,7 @@ class ConvertJob:
     on_schema_change: str = "reject"
     mode: str = "replace"
     existing_classes: dict[str, int] = field(default_factory=dict)
+    rejects: Path | None = None  # where bad records go, with on_bad_rows = "quarantine"
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Converted:
     conversion: Conversion
     sha256: str
     bytes: int
+    rejects: tuple[str, int] | None = None  # (sha256, bytes) of the bad records' file
 
 
 def run_job(job: ConvertJob, progress: Progress | None = None) -> Converted:
@@ -89,12 +91,19 @@ def run_job(job: ConvertJob, progress: Progress | None = None) -> Converted:
         mode=job.mode,
         existing_classes=job.existing_classes,
         progress=progress,
+        rejects_target=job.rejects,
     )
-    with open(job.target, "rb") as fh:
-        os.fsync(fh.fileno())
-    sha256 = file_sha256(job.target)
+    sha256, size = _finish(job.target)
+    rejects = _finish(conversion.rejects) if conversion.rejects is not None else None
     faults.point("crash_after_convert", job.name)
-    return Converted(conversion, sha256, job.target.stat().st_size)
+    return Converted(conversion, sha256, size, rejects)
+
+
+def _finish(path: Path) -> tuple[str, int]:
+    """fsync a file a conversion wrote; its (sha256, size)."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+    return file_sha256(path), path.stat().st_size
 
 
 Converter = Callable[[ConvertJob], Converted]
@@ -200,18 +209,14 @@ class Ingestor:
             source=staged.path,
             target=workspace.object_path,
             name=name,
-            fmt=CsvFormat(
-                delimiter=options.delimiter or names.delimiter_for(name),
-                encoding=options.encoding,
-                compression=names.compression_for(name),
-                null_values=tuple(options.null_values),
-            ),
+            fmt=format_for(options, name),
             dataset=route.dataset,
             hints=dict(options.types),
             existing=current.schema if current else None,
             on_schema_change=options.on_schema_change,
             mode=route.mode,
             existing_classes=dict(current.classes) if current else {},
+            rejects=workspace.rejects_path if options.on_bad_rows == "quarantine" else None,
         )
 
     def _register(
@@ -247,6 +252,8 @@ class Ingestor:
         conversion = converted.conversion
         version = self.catalog.last_version(route.dataset) + 1
         events = []
+        if converted.rejects is not None and job.rejects is not None:
+            events += self._rejected_rows(staged, route, job.rejects, converted)
         if current is not None:
             after = conversion.columns
             if route.mode == names.APPEND:
@@ -279,11 +286,50 @@ class Ingestor:
                 schema=schema_to_json(conversion.columns),
                 fingerprint=fingerprint(conversion.columns),
                 classes=dict(conversion.classes) or None,
+                dialect=conversion.dialect or None,
+                rejected_rows=conversion.rejected_rows,
             ).to_event()
         )
         event = self.log.append_all(events)[-1]
         faults.point("crash_after_append", name)
         return Outcome("registered", name, route.dataset, event)
+
+    def _rejected_rows(
+        self, staged: StagedSource, route: Route, path: Path, converted: Converted
+    ) -> list[Event]:
+        """The registration of a file's bad records in `<dataset>__rejected_rows`, if it is
+        not there yet; appended in the same transaction as the file's own registration."""
+        companion = route.dataset + REJECTED_ROWS_SUFFIX
+        if not names.is_valid_dataset_name(companion):
+            raise RejectedFile(
+                f"dataset {route.dataset} is too long to keep bad rows beside it in "
+                f"{companion} (63 characters at most): rename the file or folder, or remove "
+                f"datasets.{route.dataset}.on_bad_rows"
+            )
+        if self.catalog.find_source(companion, staged.sha256) is not None:
+            return []  # registered before, with a version of this file's own that failed
+        assert converted.rejects is not None
+        sha256, size = converted.rejects
+        key = object_key(companion, sha256)
+        self.store.put(key, path)
+        columns = list(REJECTED_ROWS_COLUMNS)
+        return [
+            DatasetRegistered(
+                dataset=companion,
+                version=self.catalog.last_version(companion) + 1,
+                mode=names.APPEND,
+                object={
+                    "key": key,
+                    "sha256": sha256,
+                    "bytes": size,
+                    "rows": converted.conversion.rejected_rows,
+                },
+                source=staged.facts(),
+                schema=schema_to_json(columns),
+                fingerprint=fingerprint(columns),
+                dialect=converted.conversion.dialect or None,
+            ).to_event()
+        ]
 
 
 def _mode_mismatch(name: str, route: Route, mode: str, parts: int) -> str:

@@ -1,14 +1,25 @@
 """Type inference: the narrowest type that holds every value of a column exactly (DESIGN §3).
 
-Each value is put in one class (a bit); a column's classes are OR-ed over the whole file in
-SQL, and the union decides the type. The classes are strict on purpose: `007` is not an
-integer (its zeros would be lost), `12.5` is not an integer (DuckDB would round it), an
-integer of 16+ digits is not a double (it would lose digits), and `N/A` is text.
+Each value is put in one class (a bit); a column's classes are OR-ed over the whole file,
+and the union decides the type. The classes are strict on purpose: `007` is not an integer
+(its zeros would be lost), `12.5` is not an integer, an integer of 16+ digits is not a
+double (it would lose digits), `-0` is not an integer (its sign would be lost), and `N/A`
+is text.
+
+`classify_value` is the definition, one value at a time. `classify_array` gives the same
+answer for a whole Arrow array, fast: cheap vectorised tests that can only say "certainly
+this class" go first, and what they leave is deduplicated and classified one by one.
+`cast` turns a VARCHAR array into the planned type; the classes guarantee that it holds.
 """
 
 from __future__ import annotations
 
+import datetime
+import re
 from collections.abc import Mapping, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from lakehoused.errors import RejectedFile
 from lakehoused.schema import Column
@@ -36,80 +47,175 @@ HOLDS = {
 # Narrowest first: the first type that holds a column's classes is its type.
 LADDER = ("BOOLEAN", "BIGINT", "DECIMAL(38,0)", "DOUBLE", "DATE", "TIMESTAMP", "VARCHAR")
 HINTABLE = ("BOOLEAN", "BIGINT", "DOUBLE", "DATE", "TIMESTAMP", "VARCHAR")
+ARROW_TYPES = {
+    "BOOLEAN": pa.bool_(),
+    "BIGINT": pa.int64(),
+    "DECIMAL(38,0)": pa.decimal128(38, 0),
+    "DOUBLE": pa.float64(),
+    "DATE": pa.date32(),
+    "TIMESTAMP": pa.timestamp("us"),
+    "VARCHAR": pa.string(),
+}
 
+_BOOLEANS = ("true", "false", "True", "False", "TRUE", "FALSE")
+_INT = re.compile(r"0|-?[1-9][0-9]*")
 # Every number form we accept; leading zeros and a leading + are not (they would be lost).
-_NUMBER_RE = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]{1,2})?"
-# A number with a fraction or an exponent; at most 15 characters hold at most 15 digits,
-# which a double holds exactly.
-_FRACTION_RE = r"-?(0|[1-9][0-9]*)(\.[0-9]+([eE][+-]?[0-9]{1,2})?|[eE][+-]?[0-9]{1,2})"
-_DATE_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
-_TIMESTAMP_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]{1,2})?")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+)
 _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
+# A fraction of at most 16 characters has at most 15 significant digits: a double holds it.
+_SHORT_FRACTION = 16
+_SAMPLE = 64  # values classified one by one before the vectorised tests
 
 
-def quote_identifier(name: str) -> str:
-    """A column name as a DuckDB identifier, whatever characters it holds."""
-    return '"' + name.replace('"', '""') + '"'
+def classify_value(value: str) -> int:
+    """The class of one value: the definition every faster test must agree with."""
+    if value == "":
+        return EMPTY
+    if value in _BOOLEANS:
+        return BOOLEAN
+    if _INT.fullmatch(value):
+        digits = len(value) - value.startswith("-")
+        if digits <= 15:
+            return INT_EXACT
+        if digits <= 19 and _BIGINT_MIN <= int(value) <= _BIGINT_MAX:
+            return INT64
+        return INT_WIDE if digits <= 38 else TEXT
+    if _NUMBER.fullmatch(value):
+        if ("." in value or "e" in value or "E" in value) and (
+            len(value) <= _SHORT_FRACTION or repr(float(value)) == value
+        ):
+            return FRACTION
+        return TEXT
+    try:
+        if _DATE.fullmatch(value):
+            datetime.date.fromisoformat(value)
+            return DATE
+        if _TIMESTAMP.fullmatch(value):
+            datetime.datetime.fromisoformat(value)
+            return TIMESTAMP
+    except ValueError:
+        pass
+    return TEXT
 
 
-FAMILIES = ("number", "boolean", "temporal")
+# Vectorised tests: each marks values that are certainly of its class (never a wrong one).
+_FAST_INT = r"^(0|-?[1-9][0-9]{0,14})$"
+_FAST_FRACTION = r"^-?(0|[1-9][0-9]*)(\.[0-9]+([eE][+-]?[0-9]{1,2})?|[eE][+-]?[0-9]{1,2})$"
 
 
-def _family_branches(c: str) -> dict[str, str]:
-    return {
-        # The common forms first, by one regex each (a flat CASE is much cheaper than a
-        # nested one); then every other number form, split by cheap string tests.
-        "number": f"""WHEN regexp_full_match({c}, '0|-?[1-9][0-9]{{0,14}}') THEN {INT_EXACT}
- WHEN length({c}) <= 15 AND regexp_full_match({c}, '{_FRACTION_RE}') THEN {FRACTION}
- WHEN regexp_full_match({c}, '{_NUMBER_RE}') THEN CASE
-   WHEN NOT (contains({c}, '.') OR contains({c}, 'e') OR contains({c}, 'E')) THEN CASE
-     WHEN length({c}) - starts_with({c}, '-')::INT <= 15 THEN {INT_EXACT}
-     WHEN length({c}) - starts_with({c}, '-')::INT <= 19
-          AND TRY_CAST({c} AS HUGEINT) BETWEEN {_BIGINT_MIN} AND {_BIGINT_MAX} THEN {INT64}
-     WHEN length({c}) - starts_with({c}, '-')::INT <= 38 THEN {INT_WIDE}
-     ELSE {TEXT} END
-   WHEN length({c}) <= 16 THEN {FRACTION}
-   WHEN CAST(TRY_CAST({c} AS DOUBLE) AS VARCHAR) = {c} THEN {FRACTION}
-   ELSE {TEXT} END""",
-        "boolean": f"WHEN {c} IN ('true', 'false', 'True', 'False', 'TRUE', 'FALSE') THEN {BOOLEAN}",
-        "temporal": f"""WHEN regexp_full_match({c}, '{_DATE_RE}')
-      AND TRY_CAST({c} AS DATE) IS NOT NULL THEN {DATE}
- WHEN regexp_full_match({c}, '{_TIMESTAMP_RE}')
-      AND TRY_CAST({c} AS TIMESTAMP) IS NOT NULL THEN {TIMESTAMP}""",
-    }
-
-
-def family_of(classes: int) -> str:
-    """The family most values of a sample fall in, so the full pass tests it first."""
-    if classes & (DATE | TIMESTAMP):
-        return "temporal"
-    if classes & BOOLEAN:
-        return "boolean"
-    return "number"
-
-
-def class_expression(column: str, first: str = "number") -> str:
-    """SQL giving the class bit of one VARCHAR value.
-
-    CASE short-circuits, so each value pays for the tests up to the first that matches:
-    the column's likely family goes first.
-    """
-    c = quote_identifier(column)
-    branches = _family_branches(c)
-    order = [first] + [f for f in FAMILIES if f != first]
-    body = "\n ".join(branches[f] for f in order)
-    return f"CASE WHEN {c} IS NULL THEN {EMPTY}\n {body}\n ELSE {TEXT} END"
-
-
-def classes_query(columns: Mapping[str, str], source_sql: str) -> str:
-    """One pass over `source_sql` giving, per column, the OR of its values' classes.
-
-    `columns` maps each column to the family to test first.
-    """
-    aggregates = ", ".join(
-        f"bit_or(({class_expression(c, first)})::UTINYINT)" for c, first in columns.items()
+def _is_int(values: pa.Array) -> pa.Array:
+    # Digits only (so no sign), no leading zero, at most 15 of them: three cheap passes,
+    # cheaper than one regular expression. Negative integers are left to the next tests.
+    length = pc.utf8_length(values)
+    leading_zero = pc.and_(pc.starts_with(values, "0"), pc.greater(length, 1))
+    return pc.and_(
+        pc.and_(pc.ascii_is_decimal(values), pc.less_equal(length, 15)), pc.invert(leading_zero)
     )
-    return f"SELECT {aggregates} FROM {source_sql}"
+
+
+def _is_signed_int(values: pa.Array) -> pa.Array:
+    return pc.match_substring_regex(values, _FAST_INT)
+
+
+def _is_fraction(values: pa.Array) -> pa.Array:
+    return pc.and_(
+        pc.less_equal(pc.utf8_length(values), _SHORT_FRACTION),
+        pc.match_substring_regex(values, _FAST_FRACTION),
+    )
+
+
+def _is_boolean(values: pa.Array) -> pa.Array:
+    return pc.is_in(values, pa.array(_BOOLEANS))
+
+
+def _parses(values: pa.Array, pattern: str, type_: pa.DataType) -> pa.Array:
+    """Values of the pattern that Arrow parses as `type_` (all of them, or else none)."""
+    mask = pc.match_substring_regex(values, pattern)
+    try:
+        pc.cast(pc.filter(values, mask), type_)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.nulls(len(values), pa.bool_()).fill_null(False)  # some are not: one by one
+    return mask
+
+
+def _is_date(values: pa.Array) -> pa.Array:
+    try:
+        # Arrow parses exactly YYYY-MM-DD, valid dates only: when all parse, all are dates.
+        pc.cast(values, pa.date32())
+        return pa.nulls(len(values), pa.bool_()).fill_null(True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _parses(values, f"^{_DATE.pattern}$", pa.date32())
+
+
+def _is_timestamp(values: pa.Array) -> pa.Array:
+    return _parses(values, f"^{_TIMESTAMP.pattern}$", pa.timestamp("us"))
+
+
+_INTEGERS = ((INT_EXACT, _is_int), (INT_EXACT, _is_signed_int))
+_FAST_TESTS = {
+    "integer": (*_INTEGERS, (FRACTION, _is_fraction)),
+    "fraction": ((FRACTION, _is_fraction), *_INTEGERS),
+    "boolean": ((BOOLEAN, _is_boolean),),
+    "temporal": ((DATE, _is_date), (TIMESTAMP, _is_timestamp)),
+}
+
+
+def _families(seen: int) -> list[str]:
+    """The column's likely family first: one cheap test then usually covers a whole batch."""
+    if seen & (DATE | TIMESTAMP):
+        first = "temporal"
+    elif seen & BOOLEAN:
+        first = "boolean"
+    elif seen & FRACTION:
+        first = "fraction"
+    else:
+        first = "integer"
+    numbers = "fraction" if first == "fraction" else "integer"
+    return list(dict.fromkeys([first, numbers, "temporal", "boolean"]))
+
+
+def classify_array(values: pa.Array | pa.ChunkedArray, seen: int = EMPTY) -> int:
+    """The OR of the classes of every non-null value, as classify_value would give it.
+
+    Stops early at the first text value: nothing but VARCHAR holds text.
+    """
+    values = values.drop_null()
+    # A few values one by one first: a text column shows itself at once (most do), and
+    # the others say which test to run first over the whole array.
+    classes = EMPTY
+    for value in values.slice(0, _SAMPLE).to_pylist():
+        classes |= classify_value(value)
+    if classes & TEXT:
+        return classes
+    for family in _families(seen | classes):
+        for bit, test in _FAST_TESTS[family]:
+            if not len(values):
+                return classes
+            mask = test(values)
+            hits = pc.sum(mask).as_py() or 0
+            if hits:
+                classes |= bit
+                if hits == len(values):
+                    return classes
+                values = pc.filter(values, pc.invert(mask))
+    for value in pc.unique(values).to_pylist():
+        classes |= classify_value(value)
+        if classes & TEXT:
+            break
+    return classes
+
+
+def cast(values: pa.Array | pa.ChunkedArray, type_: str) -> pa.Array | pa.ChunkedArray:
+    """A VARCHAR column as the planned type; its classes say every value fits exactly."""
+    if type_ == "VARCHAR":
+        return values
+    if type_ == "BOOLEAN":
+        return pc.equal(pc.utf8_lower(values), "true")
+    return pc.cast(values, ARROW_TYPES[type_])
 
 
 def narrowest(classes: int) -> str:
