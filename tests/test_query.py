@@ -16,14 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lakehoused.errors import ForbiddenQuery, QueryError, QueryTimeout, StoreError
-from lakehoused.query import (
-    QueryEngine,
-    ViewSpec,
-    check_statement,
-    iter_arrow,
-    iter_csv,
-    iter_ndjson,
-)
+from lakehoused.query import QueryEngine, ViewSpec, check_statement
 from lakehoused.schema import Column
 
 
@@ -44,6 +37,14 @@ def spec(*paths: Path, columns: list[tuple[str, str]]) -> ViewSpec:
 
 def rows(engine: QueryEngine, sql: str) -> list[dict]:
     return engine.execute(sql).reader.read_all().to_pylist()
+
+
+def streamed(engine: QueryEngine, sql: str, fmt: str) -> bytes:
+    return b"".join(engine.answer(sql, fmt, 10))
+
+
+def chunks(engine: QueryEngine, sql: str, fmt: str) -> list[bytes]:
+    return list(engine.answer(sql, fmt, 10))
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -333,7 +334,7 @@ def test_json_types(workers: QueryEngine) -> None:
         "BIGINT", "DOUBLE", "VARCHAR", "DATE", "TIMESTAMP", "BOOLEAN", "NULL", "DECIMAL(38,0)",
     ]  # fmt: skip
     assert doc["rows"][0] == [
-        1, 1.5, 'é "q"\nline', "2024-02-29", "2024-01-02T03:04:05.250000", True, None,
+        1, 1.5, 'é "q"\nline', "2024-02-29", "2024-01-02T03:04:05.25", True, None,
         123456789012345678901234567890123456, "NaN", "YWI=", 7, "1.50", "2024-01-02T03:04:05Z",
         ["2024-01-01"], "Infinity",
     ]  # fmt: skip
@@ -354,42 +355,42 @@ def test_json_truncates_at_max_rows(workers: QueryEngine) -> None:
 
 def test_ndjson_round_trip(workers: QueryEngine) -> None:
     sql = "SELECT range AS n, 'r' || range AS s, DATE '2024-01-01' + range::INT AS d FROM range(20000)"
-    body = b"".join(iter_ndjson(workers.execute(sql)))
+    body = streamed(workers, sql, "ndjson")
     lines = [json.loads(line) for line in body.splitlines()]
     assert len(lines) == 20000
     assert lines[1] == {"n": 1, "s": "r1", "d": "2024-01-02"}
-    row = json.loads(b"".join(iter_ndjson(workers.execute(TYPED))).splitlines()[0])
+    row = json.loads(streamed(workers, TYPED, "ndjson").splitlines()[0])
     assert row["nan"] == "NaN" and row["big"] == 123456789012345678901234567890123456
 
 
 def test_csv_round_trip(workers: QueryEngine) -> None:
     sql = "SELECT id, name, team FROM workers ORDER BY id"
-    parsed = list(csv.reader(io.StringIO(b"".join(iter_csv(workers.execute(sql))).decode())))
+    parsed = list(csv.reader(io.StringIO(streamed(workers, sql, "csv").decode())))
     assert parsed == [
         ["id", "name", "team"],
         ["1", "ada", ""],
         ["2", "bob", ""],
         ["3", "cy", "ops"],
     ]
-    chunks = list(iter_csv(workers.execute("SELECT range AS n FROM range(20000)")))
-    assert len(chunks) > 1 and chunks[1].count(b"\n") > 0 and b'"n"' not in chunks[1]
-    body = b"".join(chunks).decode().splitlines()
+    parts = chunks(workers, "SELECT range AS n FROM range(20000)", "csv")
+    assert len(parts) > 1 and parts[1].count(b"\n") > 0 and b'"n"' not in parts[1]
+    body = b"".join(parts).decode().splitlines()
     assert body[0] == '"n"' and body[1:] == [str(i) for i in range(20000)]
-    empty = b"".join(iter_csv(workers.execute("SELECT 1 AS x WHERE false")))
+    empty = streamed(workers, "SELECT 1 AS x WHERE false", "csv")
     assert empty.decode().strip() == '"x"'
-    typed = list(csv.reader(io.StringIO(b"".join(iter_csv(workers.execute(TYPED))).decode())))
+    typed = list(csv.reader(io.StringIO(streamed(workers, TYPED, "csv").decode())))
     assert typed[1][2] == 'é "q"\nline' and typed[1][13] == '["2024-01-01"]'
 
 
 def test_arrow_round_trip(workers: QueryEngine) -> None:
     sql = "SELECT range AS n, range::VARCHAR AS s, TIMESTAMP '2024-01-01' AS t FROM range(20000)"
-    chunks = list(iter_arrow(workers.execute(sql)))
-    assert len(chunks) > 2
-    table = pa.ipc.open_stream(b"".join(chunks)).read_all()
+    parts = chunks(workers, sql, "arrow")
+    assert len(parts) > 2
+    table = pa.ipc.open_stream(b"".join(parts)).read_all()
     assert table.num_rows == 20000
     assert table.column("n").to_pylist() == list(range(20000))
     assert table.column("t")[0].as_py() == dt.datetime(2024, 1, 1)
-    empty = pa.ipc.open_stream(b"".join(iter_arrow(workers.execute("SELECT 1 AS x WHERE false"))))
+    empty = pa.ipc.open_stream(streamed(workers, "SELECT 1 AS x WHERE false", "arrow"))
     assert empty.read_all().num_rows == 0 and empty.schema.names == ["x"]
 
 
