@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import duckdb
+import orjson
 from aiohttp import web
 
 from lakehoused import __version__, query
@@ -216,6 +217,15 @@ def _text(data: bytes) -> str:
 
 
 def _json_body(text: str) -> Any:
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        body = None  # maybe NaN or Infinity: the parser below names them
+    else:
+        if not isinstance(body, dict) or all(
+            type(body.get(k, 0)) is int for k in ("max_rows", "min_seq")
+        ):
+            return body
     try:
         # Non-integers are kept as written, so that a wrong option is named as it was sent.
         return json.loads(text, parse_float=_Token, parse_constant=_Token)

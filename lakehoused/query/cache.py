@@ -4,9 +4,17 @@ Data at one catalog state is immutable, so an answer is a function of the statem
 format and its options, and the content of the datasets the statement reads. The key holds
 exactly that (a dataset's content is the sha256 of its objects, from their content
 addresses), so an answer stays valid until one of those datasets changes, whatever else the
-catalog does. A statement is cacheable only when DuckDB's function catalogue says every
-function it calls is CONSISTENT (no `random()`, `now()`, `uuid()`, …), it samples nothing
-and reads nothing but dataset views and its own CTEs.
+catalog does.
+
+A statement is cacheable only when its answer is such a function: it reads nothing but
+dataset views and its own CTEs (no table function, no system view, no file), samples
+nothing, and every function DuckDB binds it to is stable by DuckDB's own function catalogue
+(`duckdb_functions().stability`, read once): CONSISTENT, or CONSISTENT_WITHIN_QUERY and
+given arguments. The latter are the functions that depend on the session's time zone,
+calendar or settings (`date_trunc` of a TIMESTAMPTZ, `current_setting('threads')`), which
+the engine locks at start; the argument-less ones read the clock or the transaction
+(`now()`, `current_date`) and are never cached, nor is anything VOLATILE (`random()`,
+`uuid()`).
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ class Reads:
 
     names: frozenset[str]  # the tables it names (lower case)
     ctes: frozenset[str]  # the names its own WITH clauses define
-    deterministic: bool  # only CONSISTENT functions, no sample, no table function
+    deterministic: bool  # stable functions only, no sample, no table function
+    failed_at: int | None = None  # the catalog seq at which it could not be bound
 
 
 def content_id(columns: object, paths: list[Path]) -> str:
@@ -54,28 +63,95 @@ def content_id(columns: object, paths: list[Path]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def analyse(con: duckdb.DuckDBPyConnection, statement: str) -> Reads:
-    """The tables a statement reads and whether its answer is a function of them."""
-    (text,) = con.execute("SELECT json_serialize_sql(?)", [statement]).fetchall()[0]
-    tree = json.loads(text)
+class Shadow:
+    """A second DuckDB database holding, for each dataset, an empty table of its columns.
+
+    DuckDB cannot serialize the plan of a Parquet scan, so statements are bound here: the
+    same names and types give the same functions. It binds and never runs user SQL, and
+    its own external access is off and locked, so binding `read_csv('/etc/passwd')` fails.
+    """
+
+    def __init__(self) -> None:
+        config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+        self._con = duckdb.connect(":memory:", config=config)
+        for setting in ("enable_external_access = false", "lock_configuration = true"):
+            self._con.execute(f"SET {setting}")
+        self._tables: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def sync(self, tables: Mapping[str, list[tuple[str, str]]]) -> None:
+        """Hold exactly these tables (name -> [(column, type)])."""
+        wanted = {
+            name: "CREATE OR REPLACE TABLE "
+            + _ident(name)
+            + " ("
+            + ", ".join(f"{_ident(c)} {t}" for c, t in columns)
+            + ")"
+            for name, columns in tables.items()
+        }
+        with self._lock:
+            for name in self._tables.keys() - wanted.keys():
+                self._con.execute(f"DROP TABLE IF EXISTS {_ident(name)}")
+            for name, sql in wanted.items():
+                if self._tables.get(name) != sql:
+                    self._con.execute(sql)
+            self._tables = wanted
+
+    def analyse(self, statement: str, seq: int) -> Reads:
+        """`analyse` on this database, one statement at a time."""
+        with self._lock:
+            return analyse(self._con, statement, seq)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._con.close()
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def analyse(con: duckdb.DuckDBPyConnection, statement: str, seq: int) -> Reads:
+    """The tables a statement reads and whether its answer is a function of them.
+
+    The parse tree gives the tables and CTEs as written; the bound plan gives the functions
+    as DuckDB resolved them (macros expanded, `current_date` seen as the call it is). A
+    statement that cannot be bound now (an unknown table) is marked failed at `seq`.
+    """
+    tree = _json(con, "SELECT json_serialize_sql(?)", statement)
     if tree.get("error"):
-        return Reads(frozenset(), frozenset(), False)
-    names, ctes, calls, ok = _walk(tree["statements"])
-    deterministic = ok and all(_consistent(con, schema, name) for schema, name in calls)
-    return Reads(frozenset(names), frozenset(ctes), deterministic)
+        return Reads(frozenset(), frozenset(), False, seq)
+    names, ctes, ok = _walk(tree["statements"])
+    plan = _json(con, "SELECT json_serialize_plan(?, optimize := false)", statement)
+    if plan.get("error"):
+        return Reads(frozenset(names), frozenset(ctes), False, seq)
+    catalogue = _catalogue(con)
+    for node in _dicts(plan["plans"]):
+        if "expression_class" in node and "qname" in node:
+            name = str(node["qname"]["path"][-1]).lower()
+            consistent, volatile = catalogue.get(name, (False, True))
+            if not (consistent or (node.get("children") and not volatile)):
+                ok = False
+                break
+    return Reads(frozenset(names), frozenset(ctes), ok)
 
 
-def _walk(tree: object) -> tuple[set[str], set[str], set[tuple[str, str]], bool]:
-    """(table names, CTE names, (schema, function) calls, nothing else unsafe)."""
+def _json(con: duckdb.DuckDBPyConnection, sql: str, statement: str) -> dict:
+    (text,) = con.execute(sql, [statement]).fetchall()[0]
+    return json.loads(text)
+
+
+def _walk(tree: object) -> tuple[set[str], set[str], bool]:
+    """(table names, CTE names, nothing unsafe) from a parse tree."""
     names: set[str] = set()
     ctes: set[str] = set()
-    calls: set[tuple[str, str]] = set()
     ok = True
     for node in _dicts(tree):
         if node.get("class") in ("FUNCTION", "WINDOW"):
-            if node.get("catalog"):
+            # Only the system's functions: the engine's own macro (the catalog seq) is bound
+            # to a constant that changes with the catalog.
+            if node.get("catalog") or str(node.get("schema") or "").lower() not in _SCHEMAS:
                 ok = False
-            calls.add((str(node.get("schema") or "").lower(), str(node["function_name"]).lower()))
         elif "class" in node:
             continue
         elif node.get("sample") is not None:
@@ -87,13 +163,11 @@ def _walk(tree: object) -> tuple[set[str], set[str], set[tuple[str, str]], bool]
             if kind not in _TABLE_REFS or node.get("at_clause") is not None:
                 ok = False  # a table function, SHOW/DESCRIBE, time travel: not ours to key
             elif kind == "BASE_TABLE":
-                if node.get("catalog_name") or str(node.get("schema_name", "")).lower() not in (
-                    "",
-                    "main",
-                ):
+                schema = str(node.get("schema_name", "")).lower()
+                if node.get("catalog_name") or schema not in ("", "main"):
                     ok = False
                 names.add(str(node["table_name"]).lower())
-    return names, ctes, calls, ok
+    return names, ctes, ok
 
 
 def _dicts(tree: object) -> Iterator[dict]:
@@ -107,73 +181,28 @@ def _dicts(tree: object) -> Iterator[dict]:
             stack.extend(item)
 
 
-_CATALOGUE: dict[str, bool] | None = None
+_CATALOGUE: dict[str, tuple[bool, bool]] | None = None
 _CATALOGUE_LOCK = threading.Lock()
 
 
-def _consistent(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
-    if schema not in _SCHEMAS:
-        return False  # the engine's own macros (the catalog seq) change with the catalog
-    return _catalogue(con).get(name, False)
-
-
-def _catalogue(con: duckdb.DuckDBPyConnection) -> dict[str, bool]:
-    """Built-in function name -> True when every overload is CONSISTENT.
-
-    Read from duckdb_functions(): scalar, aggregate and window functions carry their
-    stability; a built-in macro is consistent when everything its body calls is.
-    """
+def _catalogue(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[bool, bool]]:
+    """Built-in function name -> (every overload CONSISTENT, some overload VOLATILE)."""
     global _CATALOGUE
     with _CATALOGUE_LOCK:
         if _CATALOGUE is None:
-            _CATALOGUE = _read_catalogue(con)
+            rows = con.execute(
+                "SELECT lower(function_name), bool_and(stability = 'CONSISTENT'), "
+                "bool_or(stability = 'VOLATILE') FROM duckdb_functions() "
+                "WHERE internal AND function_type IN ('scalar', 'aggregate', 'window') "
+                "GROUP BY ALL"
+            ).fetchall()
+            _CATALOGUE = {name: (consistent, volatile) for name, consistent, volatile in rows}
+            # error() is VOLATILE so that the optimizer never folds or moves it, not because
+            # its outcome varies: it always raises, and errors are never kept. The planner
+            # puts one in every scalar subquery ("more than one row"), which must not make
+            # `(SELECT max(x) FROM t)` uncacheable.
+            _CATALOGUE["error"] = (True, False)
         return _CATALOGUE
-
-
-def _read_catalogue(con: duckdb.DuckDBPyConnection) -> dict[str, bool]:
-    rows = con.execute(
-        "SELECT lower(function_name), function_type, stability, macro_definition "
-        "FROM duckdb_functions() WHERE internal"
-    ).fetchall()
-    functions: dict[str, bool] = {}
-    macros: dict[str, list[str | None]] = {}
-    for name, kind, stability, definition in rows:
-        if kind in ("scalar", "aggregate", "window"):
-            functions[name] = functions.get(name, True) and stability == "CONSISTENT"
-        elif kind == "macro":
-            macros.setdefault(name, []).append(definition)
-    verdict = dict(functions)
-    # Every overload of a macro must be safe; a macro may call another: iterate to a fixpoint.
-    bodies: dict[str, list[tuple[set[tuple[str, str]], bool]]] = {}
-    for name, definitions in macros.items():
-        bodies[name] = []
-        for definition in definitions:
-            if definition is None:
-                bodies[name].append((set(), False))
-                continue
-            (text,) = con.execute(
-                "SELECT json_serialize_sql(?)", ["SELECT " + definition]
-            ).fetchall()[0]
-            tree = json.loads(text)
-            if tree.get("error"):
-                bodies[name].append((set(), False))
-                continue
-            table_names, _, calls, ok = _walk(tree["statements"])
-            bodies[name].append((calls, ok and not table_names))
-    for name in macros:
-        verdict[name] = False
-    changed = True
-    while changed:
-        changed = False
-        for name, overloads in bodies.items():
-            safe = functions.get(name, True) and all(
-                ok and all(schema in _SCHEMAS and verdict.get(f, False) for schema, f in calls)
-                for calls, ok in overloads
-            )
-            if safe and not verdict[name]:
-                verdict[name] = True
-                changed = True
-    return verdict
 
 
 def cache_key(

@@ -43,9 +43,13 @@ BATCH_ROWS = 8192
 # Answers of at most this many rows, seen before, are fetched as Python values and encoded
 # there: planning the JSON wrapper costs more than encoding a few dozen rows.
 SMALL_ROWS = 64
+# ... but only when its last run took less than this: DuckDB runs a result fetched row by
+# row (execute().fetchmany) in fewer threads, which made a 13 ms aggregate take 23 ms.
+DIRECT_S = 0.002
 # A JSON answer whose last run took less than this may run on the caller's thread (the
-# server's event loop): a hand-off to a thread costs about as much.
-QUICK_S = 0.0005
+# server's event loop): a hand-off to a thread and back costs a good part of it, more so
+# on a busy machine, where waking a thread waits for a core.
+QUICK_S = 0.001
 # In memory a dataset takes about this many times its Parquet bytes (measured: the 500k-row
 # workers file, 13 MB of Parquet, is 79 MB as a DuckDB table).
 CACHE_EXPANSION = 8
@@ -231,6 +235,7 @@ class QueryEngine:
         self._cursor_lock = threading.Lock()  # the parent connection is not thread-safe
         self._idle: list[duckdb.DuckDBPyConnection] = []  # cursors between queries
         self._reads: dict[str, results.Reads] = {}
+        self._shadow = results.Shadow()
         self._known: dict[tuple[str, int], _Known] = {}
         self._etags: dict[tuple, str] = {}
         self.running = 0  # queries holding a cursor now
@@ -260,6 +265,7 @@ class QueryEngine:
             for name, spec in views.items()
         }
         with self._sync_lock:
+            self._shadow.sync({n: [(c.name, c.type) for c in v.columns] for n, v in views.items()})
             loads = {t: (name, load) for name, (_, t, load) in wanted.items() if t}
             have = {t for _, t in self._views.values() if t}
             new = sorted(loads.keys() - have)
@@ -339,14 +345,12 @@ class QueryEngine:
 
     def _reads_of(self, statement: str) -> results.Reads:
         reads = self._reads.get(statement)
-        if reads is None:
-            cur = self._take_cursor()
+        seq = self._state.seq
+        if reads is None or (reads.failed_at is not None and reads.failed_at != seq):
             try:
-                reads = results.analyse(cur, statement)
+                reads = self._shadow.analyse(statement, seq)
             except duckdb.Error:
-                reads = results.Reads(frozenset(), frozenset(), False)
-            finally:
-                self._return_cursor(cur, reusable=True)
+                reads = results.Reads(frozenset(), frozenset(), False, seq)
             _remember(self._reads, statement, reads)
         return reads
 
@@ -375,9 +379,10 @@ class QueryEngine:
         the statement is new to the engine and `answer` must look at it first."""
         started = perf_counter()
         statement = checked_statement(sql)
-        if statement not in self._reads:
-            return None
+        reads = self._reads.get(statement)
         state = self._state
+        if reads is None or (reads.failed_at is not None and reads.failed_at != state.seq):
+            return None
         key = self._key(statement, fmt, max_rows, state)
         answer = None
         if key is not None and self.results.max_bytes:
@@ -541,12 +546,13 @@ class QueryEngine:
         for cur in idle:
             cur.close()
         self._con.close()
+        self._shadow.close()
 
 
 def _json_rows(session: _Session, known: _Known, max_rows: int) -> bytes:
     """The JSON document up to its catalog seq, from one of two encoders of one form."""
     shape, cur = known.shape, session.cur
-    if shape.python and known.small:
+    if shape.python and known.small and known.last_s < DIRECT_S:
         # Seen before, small and plain: the statement alone, rows encoded here.
         cur.execute(shape.statement)  # streams: only the rows fetched are computed
         rows = cur.fetchmany(min(max_rows, SMALL_ROWS) + 1)
