@@ -199,11 +199,12 @@ async def _sql_request(request: web.Request) -> SqlRequest:
     else:
         sql = _text(await request.read())
         options = params
+    text = options is params  # a query string holds only text: digits stand for a number
     return SqlRequest(
         sql,
         options.get("format"),
-        _whole(options, "max_rows", low=1),
-        _whole(options, "min_seq", low=0),
+        _whole(options, "max_rows", low=1, text=text),
+        _whole(options, "min_seq", low=0, text=text),
     )
 
 
@@ -239,13 +240,13 @@ def _shown(value: Any) -> str:
     return json.dumps(value)
 
 
-def _whole(options: Mapping[str, Any], name: str, *, low: int) -> int | None:
-    """An optional whole-number option: a JSON integer, or digits in a query string."""
+def _whole(options: Mapping[str, Any], name: str, *, low: int, text: bool) -> int | None:
+    """An optional whole-number option: a JSON integer, or ASCII digits in a query string."""
     if name not in options:
         return None
     value = options[name]
-    if isinstance(value, str) and not isinstance(value, _Token) and value.isascii():
-        number = int(value) if value.isdigit() else None
+    if text:
+        number = int(value) if value.isascii() and value.isdigit() else None
     else:
         number = value if type(value) is int else None
     if number is None or not low <= number <= _BIGGEST:
@@ -387,8 +388,9 @@ async def _in_thread(
                 gone = True
                 cancel()  # at every poll: an interrupt just before DuckDB starts is lost
     except asyncio.CancelledError:
-        cancel()
-        await asyncio.wait((future,))
+        while not future.done():  # the handler is cancelled when its client hangs up
+            cancel()
+            await asyncio.wait((future,), timeout=DISCONNECT_POLL_S)
         _discard(future)
         raise
     if gone:

@@ -492,10 +492,13 @@ class QueryEngine:
             try:
                 session.seq = session.begin() if transaction else state.seq
                 known = self._shape(session)
+                session.check()
                 prefix = _json_rows(session, known, max_rows)
-            except (duckdb.Error, pa.ArrowException) as e:
+            except BaseException as e:
                 session.release(finished=False)
-                raise session.translate(e) from e
+                if isinstance(e, duckdb.Error | pa.ArrowException):
+                    raise session.translate(e) from e
+                raise
             session.release(finished=True)
             if transaction or self._gen == gen:
                 known.last_s = perf_counter() - session.started
@@ -513,6 +516,7 @@ class QueryEngine:
             try:
                 session.seq = session.begin() if transaction else state.seq
                 known = self._shape(session)
+                session.check()
                 sql = {
                     "arrow": statement,
                     "ndjson": known.shape.ndjson_sql(),
@@ -520,9 +524,11 @@ class QueryEngine:
                 }[fmt]
                 # A relation streams; cursor.execute() would materialise the whole answer.
                 reader = session.cur.sql(sql).to_arrow_reader(BATCH_ROWS)
-            except (duckdb.Error, pa.ArrowException) as e:
+            except BaseException as e:
                 session.release(finished=False)
-                raise session.translate(e) from e
+                if isinstance(e, duckdb.Error | pa.ArrowException):
+                    raise session.translate(e) from e
+                raise
             if transaction or self._gen == gen:
                 return session, reader, known
             del reader
@@ -709,6 +715,12 @@ class _Session:
                 self.engine.cancelled += 1
             # Again on every call: an interrupt sent just before DuckDB started may be lost.
             self.cur.interrupt()
+
+    def check(self) -> None:
+        """Raise QueryCancelled if the query was cancelled before DuckDB started it (an
+        interrupt then finds nothing to stop)."""
+        if self._cancelled:
+            raise QueryCancelled("the client closed the connection; the query was not run")
 
     def translate(self, e: BaseException) -> QueryError:
         """A DuckDB error as the error the API reports."""
