@@ -10,6 +10,7 @@ import json
 import logging
 from pathlib import Path
 
+import aiohttp
 import duckdb
 import pyarrow as pa
 import pytest
@@ -400,3 +401,16 @@ async def test_a_driver_error_reaching_the_server_is_json(api, monkeypatch):
     r = await api.post("/sql", json={"sql": "SELECT 1"})
     assert r.headers["Content-Type"].startswith("application/json")
     assert r.status == 400 and "could not read object" in (await r.json())["error"]["message"]
+
+
+async def test_a_stream_cut_by_the_time_limit_never_looks_complete(api):
+    """Past its first chunk a stream's status is sent: a failure cuts the connection, so the
+    client sees an unfinished body, never a short answer that looks whole."""
+    endless = "SELECT a.range AS n FROM range(1000000) a, range(1000000) b"
+    r = await api.post("/sql", json={"sql": endless, "format": "csv"})
+    assert r.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        while await r.content.readany():
+            pass
+    status, body = await sql(api, "SELECT 42 AS x")
+    assert (status, body["rows"]) == (200, [[42]])
