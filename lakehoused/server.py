@@ -191,6 +191,13 @@ async def _sql_request(request: web.Request) -> SqlRequest:
         sql = body.get("sql")
         if not isinstance(sql, str):
             raise BadRequest(f"sql: must be a string of SQL; got {_shown(sql)}")
+        if not sql.isascii():
+            try:
+                sql.encode("utf-8")
+            except UnicodeEncodeError as e:  # a lone surrogate escape, "\ud800"
+                raise BadRequest(
+                    f"sql: character {e.start} is a lone surrogate, which is not text"
+                ) from None
         if "format" in body and not isinstance(body["format"], str):
             raise BadRequest(
                 f"format: must be one of {', '.join(query.FORMATS)}; got {_shown(body['format'])}"

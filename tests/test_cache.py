@@ -179,7 +179,9 @@ def test_streams_too_large_to_keep_are_answered_not_kept(objects) -> None:
         first = engine.answer(sql, "csv", 10)
         assert first.cache == "miss"
         assert len(b"".join(first)) > engine.results.max_entry
-        assert engine.answer(sql, "csv", 10).cache == "miss"
+        second = engine.answer(sql, "csv", 10)
+        assert second.cache == "miss"
+        second.close()
         assert len(engine.results) == 0
     finally:
         engine.close()

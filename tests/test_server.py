@@ -328,6 +328,7 @@ BAD_BODIES = [
     (b"[1, 2]", "body", "JSON object"),
     (b"{not json", "body", "not valid JSON"),
     (b'{"sql": "SELECT \'\xff\'"}', "body", "UTF-8"),
+    (b'{"sql": "SELECT \'\\ud800\'"}', "sql", "surrogate"),
 ]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import heapq
+import logging
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -36,6 +37,8 @@ from lakehoused.schema import Column
 # execute().to_arrow_table() warns that it copies the rows; for the answers it serves (one
 # JSON string a row) the copy is cheaper than what sql() costs per call.
 warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
+
+log = logging.getLogger(__name__)
 
 # Rows per Arrow batch pulled from DuckDB: large enough that per-batch Python overhead is
 # noise, small enough that a truncated JSON answer reads little past its limit.
@@ -181,6 +184,10 @@ class Stream:
         """Release the cursor; call only while no chunk is being read."""
         self._chunks.close()  # type: ignore[attr-defined]
         self._session.release(finished=False)  # a stream never started has no finally
+
+    def __del__(self) -> None:
+        # A stream dropped unread must not hold its cursor until the timer fires.
+        self._session.release(finished=False)
 
 
 @dataclass(frozen=True)
@@ -656,7 +663,10 @@ class _Deadlines:
                 _, token = heapq.heappop(self._heap)
                 action = self._actions.pop(token, None)
             if action is not None:
-                action()
+                try:
+                    action()
+                except Exception:  # this thread must outlive any one query
+                    log.exception("query deadline action failed")
             del action  # hold no cursor while waiting for the next deadline
 
 
@@ -700,7 +710,9 @@ class _Session:
         with self._guard:
             if not self._closed:
                 self._timed_out = True
-                self.cur.interrupt()
+                # The engine may have been closed under a result nobody released.
+                with contextlib.suppress(duckdb.Error):
+                    self.cur.interrupt()
 
     def cancel(self) -> None:
         """Interrupt the query because its client went away."""
@@ -711,7 +723,8 @@ class _Session:
                 self._cancelled = True
                 self.engine.cancelled += 1
             # Again on every call: an interrupt sent just before DuckDB started may be lost.
-            self.cur.interrupt()
+            with contextlib.suppress(duckdb.Error):
+                self.cur.interrupt()
 
     def check(self) -> None:
         """Raise QueryCancelled if the query was cancelled before DuckDB started it (an
