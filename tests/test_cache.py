@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from lakehoused.errors import QueryError
 from lakehoused.query import Answer, QueryEngine, ViewSpec
 from lakehoused.query.cache import ENTRY_OVERHEAD, ResultCache
 from lakehoused.schema import Column
-
-
-def write_object(root: Path, dataset: str, table: pa.Table) -> Path:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    data = sink.getvalue().to_pybytes()
-    path = root / "datasets" / dataset / f"{hashlib.sha256(data).hexdigest()}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
+from tests.helpers import write_object
 
 
 def view(path: Path, *columns: str) -> ViewSpec:

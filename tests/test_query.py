@@ -12,23 +12,12 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from lakehoused.errors import ForbiddenQuery, QueryError, QueryTimeout, StoreError
 from lakehoused.query import QueryEngine, ViewSpec, check_statement
 from lakehoused.schema import Column
-
-
-def write_object(root: Path, dataset: str, table: pa.Table) -> Path:
-    """Write `table` as a content-addressed object, the way the store lays them out."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    data = sink.getvalue().to_pybytes()
-    path = root / "datasets" / dataset / f"{hashlib.sha256(data).hexdigest()}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
+from tests.helpers import write_object
 
 
 def spec(*paths: Path, columns: list[tuple[str, str]]) -> ViewSpec:

@@ -14,31 +14,30 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import heapq
-import logging
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from time import monotonic, perf_counter
-from typing import NamedTuple
+from time import perf_counter
+from typing import NamedTuple, TypeVar
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakehoused.errors import QueryCancelled, QueryError, QueryTimeout, StoreError
+from lakehoused.errors import QueryError, StoreError
 from lakehoused.query import cache as results
 from lakehoused.query import encode
-from lakehoused.query.sandbox import checked_statement, ident, literal, lock_down, query_error
+from lakehoused.query.sandbox import checked_statement, ident, literal, lock_down
+from lakehoused.query.session import SEQ_MACRO, Cancel, Session
 from lakehoused.schema import Column
 
 # execute().to_arrow_table() warns that it copies the rows; for the answers it serves (one
 # JSON string a row) the copy is cheaper than what sql() costs per call.
 warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
 
-log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Rows per Arrow batch pulled from DuckDB: large enough that per-batch Python overhead is
 # noise, small enough that a truncated JSON answer reads little past its limit.
@@ -58,9 +57,6 @@ QUICK_S = 0.001
 CACHE_EXPANSION = 8
 FORMATS = ("json", "ndjson", "csv", "arrow")
 
-# The catalog seq the views show, a macro in the engine's own schema: user SQL may read it,
-# never change it.
-_SEQ_MACRO = "_lakehoused.catalog_seq"
 _POOL_SIZE = 32  # idle cursors kept
 _REMEMBERED = 4096  # statements whose reads, shapes and tags are remembered
 
@@ -78,29 +74,6 @@ class ViewSpec:
 class _State:
     seq: int
     contents: Mapping[str, str]  # dataset -> content id (cache.content_id)
-
-
-class Cancel:
-    """A handle another thread uses to stop a query: `set()` interrupts its cursor."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._session: _Session | None = None
-        self.is_set = False
-
-    def set(self) -> None:
-        """Stop the query now (or as soon as it starts)."""
-        with self._lock:
-            self.is_set = True
-            session = self._session
-        if session is not None:
-            session.cancel()
-
-    def _attach(self, session: _Session | None) -> bool:
-        """Follow `session` from now on (None: no longer); False if already cancelled."""
-        with self._lock:
-            self._session = None if self.is_set else session
-            return not self.is_set
 
 
 @dataclass
@@ -160,7 +133,7 @@ class Stream:
     def __init__(
         self,
         chunks: Iterator[bytes],
-        session: _Session,
+        session: Session,
         etag: str | None,
         cache: str,
     ) -> None:
@@ -232,7 +205,7 @@ class QueryEngine:
             config["threads"] = int(threads)
         self._con = duckdb.connect(":memory:", config=config)
         self._con.execute("CREATE SCHEMA _lakehoused")
-        self._con.execute(f"CREATE MACRO {_SEQ_MACRO}() AS 0")
+        self._con.execute(f"CREATE MACRO {SEQ_MACRO}() AS 0")
         lock_down(self._con, self._datasets_dir, memory_limit)
         self._gen = 0  # odd while sync swaps the views
         self._state = _State(0, {})
@@ -292,7 +265,7 @@ class QueryEngine:
                 else:
                     statements.append((name, definition.create))
             # A macro, not a table: a query reads it as a constant, in its own snapshot.
-            statements.append(("", f"CREATE OR REPLACE MACRO {_SEQ_MACRO}() AS {int(seq)}"))
+            statements.append(("", f"CREATE OR REPLACE MACRO {SEQ_MACRO}() AS {int(seq)}"))
             self._gen += 1  # odd: queries starting now cannot trust _state
             try:
                 self._transaction(statements, undo=loads)
@@ -388,16 +361,7 @@ class QueryEngine:
         if reads is None or (reads.failed_at is not None and reads.failed_at != state.seq):
             return None
         key = self._key(statement, fmt, max_rows, state)
-        answer = None
-        if key is not None and self.results.max_bytes:
-            kept = self.results.get(key)
-            if kept is not None:
-                body = (
-                    encode.document(kept, state.seq, perf_counter() - started)
-                    if fmt == "json"
-                    else kept
-                )
-                answer = Answer(body, state.seq, self._etag(key), "hit")
+        answer = self._kept(key, fmt, state, started)
         known = self._known.get((statement, state.seq))
         quick = fmt == "json" and known is not None and known.last_s < QUICK_S
         return Probe(self._etag(key), state.seq, answer, quick)
@@ -420,15 +384,9 @@ class QueryEngine:
         state = self._state
         key = self._key(statement, fmt, max_rows, state)
         keep = key is not None and self.results.max_bytes > 0
-        if keep:
-            kept = self.results.get(key)
-            if kept is not None:
-                body = (
-                    encode.document(kept, state.seq, perf_counter() - started)
-                    if fmt == "json"
-                    else kept
-                )
-                return Answer(body, state.seq, self._etag(key), "hit")
+        kept = self._kept(key, fmt, state, started)
+        if kept is not None:
+            return kept
         if fmt == "json":
             prefix, seq = self._json(statement, max_rows, cancel, timeout_s)
             if seq != state.seq:  # a sync ran meanwhile: the key is not this answer's
@@ -444,6 +402,17 @@ class QueryEngine:
             key, keep = None, False
         chunks = _chunks(self, session, reader, known.shape, fmt, key if keep else None)
         return Stream(chunks, session, self._etag(key), "miss" if keep else "bypass")
+
+    def _kept(self, key: tuple | None, fmt: str, state: _State, started: float) -> Answer | None:
+        """The answer the result cache keeps under `key`, as of `state`."""
+        if key is None or not self.results.max_bytes:
+            return None
+        kept = self.results.get(key)
+        if kept is None:
+            return None
+        if fmt == "json":  # kept without its catalog seq and time, which are this request's
+            kept = encode.document(kept, state.seq, perf_counter() - started)
+        return Answer(kept, state.seq, self._etag(key), "hit")
 
     def execute_json(
         self, sql: str, max_rows: int, *, timeout_s: float | None = None
@@ -489,57 +458,59 @@ class QueryEngine:
         self, statement: str, max_rows: int, cancel: Cancel | None, timeout_s: float | None
     ) -> tuple[bytes, int]:
         """The JSON document up to its catalog seq, and that seq."""
-        gen, state = self._gen, self._state
-        transaction = bool(gen & 1)
-        while True:
-            session = _Session(self, statement, timeout_s, cancel, transaction=transaction)
-            try:
-                session.seq = session.begin() if transaction else state.seq
-                known = self._shape(session)
-                session.check()
-                prefix = _json_rows(session, known, max_rows)
-            except BaseException as e:
-                session.release(finished=False)
-                if isinstance(e, duckdb.Error | pa.ArrowException):
-                    raise session.translate(e) from e
-                raise
-            session.release(finished=True)
-            if transaction or self._gen == gen:
-                known.last_s = perf_counter() - session.started
-                return prefix, session.seq
-            transaction = True  # a sync overlapped: once more, in a transaction
+        session, prefix, known = self._at_one_state(
+            statement, cancel, timeout_s, lambda s, k: _json_rows(s, k, max_rows), keep=False
+        )
+        known.last_s = perf_counter() - session.started
+        return prefix, session.seq
 
     def _open(
         self, statement: str, fmt: str, cancel: Cancel | None, timeout_s: float | None
-    ) -> tuple[_Session, pa.RecordBatchReader, _Known]:
+    ) -> tuple[Session, pa.RecordBatchReader, _Known]:
         """Start a streamed answer; the session is released by whoever reads the stream."""
+
+        def start(session: Session, known: _Known) -> pa.RecordBatchReader:
+            shape = known.shape
+            sql = {"arrow": statement, "ndjson": shape.ndjson_sql(), "csv": shape.csv_sql()}[fmt]
+            # A relation streams; cursor.execute() would materialise the whole answer.
+            return session.cur.sql(sql).to_arrow_reader(BATCH_ROWS)
+
+        return self._at_one_state(statement, cancel, timeout_s, start, keep=True)
+
+    def _at_one_state(
+        self,
+        statement: str,
+        cancel: Cancel | None,
+        timeout_s: float | None,
+        work: Callable[[Session, _Known], T],
+        *,
+        keep: bool,
+    ) -> tuple[Session, T, _Known]:
+        """`work` on a new session that knows which catalog state it sees (the seqlock, or a
+        transaction when a sync overlaps); the session is released after, unless `keep`."""
         gen, state = self._gen, self._state
         transaction = bool(gen & 1)
         while True:
-            session = _Session(self, statement, timeout_s, cancel, transaction=transaction)
+            session = Session(self, statement, timeout_s, cancel, transaction=transaction)
             try:
                 session.seq = session.begin() if transaction else state.seq
                 known = self._shape(session)
                 session.check()
-                sql = {
-                    "arrow": statement,
-                    "ndjson": known.shape.ndjson_sql(),
-                    "csv": known.shape.csv_sql(),
-                }[fmt]
-                # A relation streams; cursor.execute() would materialise the whole answer.
-                reader = session.cur.sql(sql).to_arrow_reader(BATCH_ROWS)
+                value = work(session, known)
             except BaseException as e:
                 session.release(finished=False)
                 if isinstance(e, duckdb.Error | pa.ArrowException):
                     raise session.translate(e) from e
                 raise
+            if not keep:
+                session.release(finished=True)
             if transaction or self._gen == gen:
-                return session, reader, known
-            del reader
-            session.release(finished=False)
-            transaction = True
+                return session, value, known
+            if keep:
+                session.release(finished=False)
+            transaction = True  # a sync overlapped: once more, in a transaction
 
-    def _shape(self, session: _Session) -> _Known:
+    def _shape(self, session: Session) -> _Known:
         key = (session.statement, session.seq)
         known = self._known.get(key)
         if known is None:
@@ -559,7 +530,7 @@ class QueryEngine:
         self._shadow.close()
 
 
-def _json_rows(session: _Session, known: _Known, max_rows: int) -> bytes:
+def _json_rows(session: Session, known: _Known, max_rows: int) -> bytes:
     """The JSON document up to its catalog seq, from one of two encoders of one form."""
     shape, cur = known.shape, session.cur
     if shape.python and known.small and known.last_s < DIRECT_S:
@@ -586,7 +557,7 @@ def _json_rows(session: _Session, known: _Known, max_rows: int) -> bytes:
 
 def _chunks(
     engine: QueryEngine,
-    session: _Session,
+    session: Session,
     reader: pa.RecordBatchReader,
     shape: encode.Shape,
     fmt: str,
@@ -624,146 +595,6 @@ def _remember(memory: dict, key: object, value: object) -> None:
     if len(memory) >= _REMEMBERED:
         memory.clear()  # crude but bounded; these are cheap to learn again
     memory[key] = value
-
-
-class _Deadlines:
-    """One thread for every query's time limit (a Timer thread per query costs ~0.2 ms)."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int]] = []
-        self._actions: dict[int, Callable[[], None]] = {}  # only the live ones
-        self._next = 0
-        self._cond = threading.Condition()
-        threading.Thread(target=self._run, daemon=True, name="query-deadlines").start()
-
-    def add(self, delay_s: float, action: Callable[[], None]) -> int:
-        """Run `action` after `delay_s` unless cancelled; return the token to cancel it."""
-        at = monotonic() + delay_s
-        with self._cond:
-            self._next += 1
-            self._actions[self._next] = action
-            # Wake the thread only when this deadline comes first: with one time limit for
-            # all, that is only when nothing is pending.
-            if not self._heap or at < self._heap[0][0]:
-                self._cond.notify()
-            heapq.heappush(self._heap, (at, self._next))
-            return self._next
-
-    def cancel(self, token: int) -> None:
-        """The query finished in time: forget its action (and the cursor it holds)."""
-        with self._cond:
-            self._actions.pop(token, None)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._heap or self._heap[0][0] > monotonic():
-                    timeout = self._heap[0][0] - monotonic() if self._heap else None
-                    self._cond.wait(timeout)
-                _, token = heapq.heappop(self._heap)
-                action = self._actions.pop(token, None)
-            if action is not None:
-                try:
-                    action()
-                except Exception:  # this thread must outlive any one query
-                    log.exception("query deadline action failed")
-            del action  # hold no cursor while waiting for the next deadline
-
-
-_DEADLINES = _Deadlines()
-
-
-class _Session:
-    """One query's cursor, time limit and cancel handle; `release` ends them once."""
-
-    def __init__(
-        self,
-        engine: QueryEngine,
-        statement: str,
-        timeout_s: float | None,
-        cancel: Cancel | None,
-        *,
-        transaction: bool,
-    ) -> None:
-        self.engine, self.statement = engine, statement
-        self.limit = engine.timeout_s if timeout_s is None else timeout_s
-        self.transaction = transaction
-        self.started = perf_counter()
-        self.seq = 0
-        self._guard = threading.Lock()
-        self._timed_out = self._cancelled = self._closed = False
-        self._cancel = cancel
-        self.cur = engine._take_cursor()
-        self._token = _DEADLINES.add(self.limit, self._interrupt)
-        if cancel is not None and not cancel._attach(self):
-            self._cancelled = True
-            engine.cancelled += 1
-            self.release(finished=False)
-            raise QueryCancelled("the client closed the connection before its query started")
-
-    def begin(self) -> int:
-        """Open the query's transaction and read the catalog seq in its snapshot."""
-        ((seq,),) = self.cur.execute(f"BEGIN TRANSACTION; SELECT {_SEQ_MACRO}()").fetchall()
-        return seq
-
-    def _interrupt(self) -> None:
-        with self._guard:
-            if not self._closed:
-                self._timed_out = True
-                # The engine may have been closed under a result nobody released.
-                with contextlib.suppress(duckdb.Error):
-                    self.cur.interrupt()
-
-    def cancel(self) -> None:
-        """Interrupt the query because its client went away."""
-        with self._guard:
-            if self._closed:
-                return
-            if not self._cancelled:
-                self._cancelled = True
-                self.engine.cancelled += 1
-            # Again on every call: an interrupt sent just before DuckDB started may be lost.
-            with contextlib.suppress(duckdb.Error):
-                self.cur.interrupt()
-
-    def check(self) -> None:
-        """Raise QueryCancelled if the query was cancelled before DuckDB started it (an
-        interrupt then finds nothing to stop)."""
-        if self._cancelled:
-            raise QueryCancelled("the client closed the connection; the query was not run")
-
-    def translate(self, e: BaseException) -> QueryError:
-        """A DuckDB error as the error the API reports."""
-        if self._cancelled:
-            return QueryCancelled("the client closed the connection; the query was interrupted")
-        if self._timed_out:
-            return QueryTimeout(
-                f"query took longer than {self.limit:g} s; raise server.query_timeout_s"
-            )
-        return query_error(e)
-
-    def release(self, *, finished: bool) -> None:
-        """End the transaction and hand the cursor back (safe to call more than once).
-
-        A cursor is reused only after a query that ran to its end: one interrupted, timed
-        out or left with an unread stream is closed.
-        """
-        _DEADLINES.cancel(self._token)
-        with self._guard:
-            if self._closed:
-                return
-            self._closed = True
-        if self._cancel is not None:
-            self._cancel._attach(None)
-        reusable = finished and not (self._timed_out or self._cancelled)
-        if reusable:
-            try:
-                self.cur.abort()  # a result read only in part
-                if self.transaction:
-                    self.cur.execute("ROLLBACK")  # read-only: ends the query's snapshot
-            except duckdb.Error:
-                reusable = False
-        self.engine._return_cursor(self.cur, reusable=reusable)
 
 
 def _fits_cache(views: Mapping[str, ViewSpec], budget: int) -> set[str]:
