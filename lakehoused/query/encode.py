@@ -167,6 +167,7 @@ class Shape:
     python: bool  # every column has a type python_rows encodes
     doubles: tuple[int, ...]  # column indexes python_rows must check for NaN/infinity
     dates: tuple[int, ...]  # ... and for the infinite dates Python cannot hold
+    head: bytes  # the JSON document up to its rows
 
     @classmethod
     def of(cls, statement: str, names: list[str], kinds: list[duckdb.DuckDBPyType]) -> Shape:
@@ -183,9 +184,10 @@ class Shape:
             else:
                 csv.append(sql if what == TEXT else f"({sql})::VARCHAR")
         spelled = [str(k) for k in kinds]
+        columns = [{"name": n, "type": type_name(k)} for n, k in zip(names, kinds, strict=True)]
         return cls(
             statement=statement,
-            columns=[{"name": n, "type": type_name(k)} for n, k in zip(names, kinds, strict=True)],
+            columns=columns,
             values=tuple(sql for sql, _ in exact),
             fast_values=tuple(fast),
             floats=tuple(a for a, k in zip(aliases, kinds, strict=True) if k.id in _FLOATS),
@@ -193,6 +195,7 @@ class Shape:
             python=all(s in _PYTHON for s in spelled),
             doubles=tuple(i for i, s in enumerate(spelled) if s == "DOUBLE"),
             dates=tuple(i for i, s in enumerate(spelled) if s == "DATE"),
+            head=b'{"columns":' + orjson.dumps(columns) + b',"rows":',
         )
 
     def _source(self) -> str:
@@ -222,10 +225,6 @@ class Shape:
     def csv_sql(self) -> str:
         """The columns as the CSV writer takes them."""
         return f"SELECT {', '.join(self.csv_values)} FROM {self._source()}"
-
-    def head(self) -> bytes:
-        """The JSON document up to its rows."""
-        return b'{"columns":' + orjson.dumps(self.columns) + b',"rows":'
 
 
 _MAX_DATE, _MIN_DATE = dt.date.max, dt.date.min  # how DuckDB hands Python ±infinity

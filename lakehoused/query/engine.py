@@ -542,7 +542,7 @@ def _json_rows(session: Session, known: _Known, max_rows: int) -> bytes:
             truncated = len(rows) > max_rows
             text = encode.python_rows(shape, rows[:max_rows])
             if text is not None:
-                return encode.json_prefix(shape.head(), [text], min(len(rows), max_rows), truncated)
+                return encode.json_prefix(shape.head, [text], min(len(rows), max_rows), truncated)
         else:
             known.small = False
     table = cur.execute(shape.json_rows_sql(max_rows, exact=False)).to_arrow_table()
@@ -552,7 +552,7 @@ def _json_rows(session: Session, known: _Known, max_rows: int) -> bytes:
     count = table.num_rows
     known.small = count <= SMALL_ROWS
     rows = encode.json_rows(table.column(0), max_rows)
-    return encode.json_prefix(shape.head(), rows, min(count, max_rows), count > max_rows)
+    return encode.json_prefix(shape.head, rows, min(count, max_rows), count > max_rows)
 
 
 def _chunks(
