@@ -180,6 +180,23 @@ class _Known:
     shape: encode.Shape
     small: bool = False  # its answer fits SMALL_ROWS (learnt from a run)
     last_s: float = 1.0  # engine time of its last JSON run
+    # Parsed once: executing a parsed statement skips ~0.1 ms of a ~0.4 ms small query.
+    parsed: dict[tuple[int, bool] | None, duckdb.Statement] = field(default_factory=dict)
+
+    def statement(self, max_rows: int | None = None, *, exact: bool = False) -> duckdb.Statement:
+        """The statement alone (no max_rows), or its JSON-rows wrapper, parsed."""
+        key = None if max_rows is None else (max_rows, exact)
+        parsed = self.parsed.get(key)
+        if parsed is None:
+            sql = (
+                self.shape.statement
+                if key is None
+                else self.shape.json_rows_sql(max_rows, exact=exact)
+            )
+            if len(self.parsed) >= 8:  # a few max_rows values at most, in practice
+                self.parsed.clear()
+            parsed = self.parsed[key] = duckdb.extract_statements(sql)[0]
+        return parsed
 
 
 class QueryEngine:
@@ -535,7 +552,7 @@ def _json_rows(session: Session, known: _Known, max_rows: int) -> bytes:
     shape, cur = known.shape, session.cur
     if shape.python and known.small and known.last_s < DIRECT_S:
         # Seen before, small and plain: the statement alone, rows encoded here.
-        cur.execute(shape.statement)  # streams: only the rows fetched are computed
+        cur.execute(known.statement())  # streams: only the rows fetched are computed
         rows = cur.fetchmany(min(max_rows, SMALL_ROWS) + 1)
         cur.abort()
         if len(rows) <= SMALL_ROWS or len(rows) > max_rows:
@@ -545,10 +562,10 @@ def _json_rows(session: Session, known: _Known, max_rows: int) -> bytes:
                 return encode.json_prefix(shape.head, [text], min(len(rows), max_rows), truncated)
         else:
             known.small = False
-    table = cur.execute(shape.json_rows_sql(max_rows, exact=False)).to_arrow_table()
+    table = cur.execute(known.statement(max_rows)).to_arrow_table()
     if shape.floats and not pc.all(table.column(1)).as_py():
         # Rare: a double is NaN or infinite, which JSON lacks. Again, spelt out.
-        table = cur.execute(shape.json_rows_sql(max_rows, exact=True)).to_arrow_table()
+        table = cur.execute(known.statement(max_rows, exact=True)).to_arrow_table()
     count = table.num_rows
     known.small = count <= SMALL_ROWS
     rows = encode.json_rows(table.column(0), max_rows)
