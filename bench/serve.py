@@ -11,8 +11,11 @@
 2. ROAPI (`pip install roapi`, installed into this interpreter if missing) serves the very
    Parquet object lakehoused wrote, as table `workers`, on 127.0.0.1. Every server must
    answer Q1 alike (and every query with as many rows) before anything is measured.
-3. Per query and server: latency over sequential requests on one keep-alive connection
-   (after warm-up), then throughput with --clients concurrent keep-alive clients for
+3. Once the servers are idle (a daemon's converter processes load for a second or two
+   after it starts): per query, latency over sequential requests on one keep-alive
+   connection per server (after warm-up), the servers taking turns every 10 requests so
+   that the shared machine's load falls on all alike; then per server, throughput with
+   --clients concurrent keep-alive clients for
    --duration seconds: `wrk` when it is on PATH (it is installed with apt-get if missing
    and we are root), else a multi-process Python client. The load generator runs on the
    same cores as the server, for every server alike. Each query is asked again and again,
@@ -67,6 +70,7 @@ QUERIES = {
 }
 WARMUP = 5
 REQUESTS = 50
+ROUND = 10  # sequential requests per server per turn
 LATENCY_TRIALS = 20
 LATENCY_ROWS = 1000
 PREPARED_AGE_S = 1.5  # variant (a): written at least this long before the move
@@ -386,26 +390,60 @@ class Latency:
     cache: str = ""
 
 
-def sequential(server: Server, sql: str, warmup: int, requests: int) -> Latency:
-    """`requests` timed requests after `warmup` untimed ones, all on one keep-alive connection."""
-    conn = http.client.HTTPConnection(server.host, server.port, timeout=60)
-    times: list[float] = []
-    size = 0
-    cache = ""
+def sequential(
+    servers: dict[str, Server], sql: str, warmup: int, requests: int
+) -> dict[str, Latency]:
+    """Per server, `requests` timed requests after `warmup` untimed ones, each server on one
+    keep-alive connection; the servers take turns in rounds of ROUND requests, so that a
+    change in the machine's load (it is shared) falls on all of them alike."""
+    conns = {
+        side: http.client.HTTPConnection(s.host, s.port, timeout=60) for side, s in servers.items()
+    }
+    times: dict[str, list[float]] = {side: [] for side in servers}
+    last: dict[str, tuple[int, str]] = {}
     try:
-        for i in range(warmup + requests):
-            start = time.perf_counter()
-            status, body, headers = ask_headers(conn, server, sql)
-            elapsed = time.perf_counter() - start
-            if status != 200:
-                raise RuntimeError(f"{server.name}: HTTP {status}: {body[:300]!r}")
-            if i >= warmup:
-                times.append(elapsed * 1000)
-            size = len(body)
-            cache = headers.get("X-Cache", "")
+        for side, server in servers.items():
+            for _ in range(warmup):
+                ask(conns[side], server, sql)
+        for _ in range(0, requests, ROUND):
+            for side, server in servers.items():
+                for _ in range(ROUND):
+                    start = time.perf_counter()
+                    status, body, headers = ask_headers(conns[side], server, sql)
+                    elapsed = time.perf_counter() - start
+                    if status != 200:
+                        raise RuntimeError(f"{server.name}: HTTP {status}: {body[:300]!r}")
+                    times[side].append(elapsed * 1000)
+                    last[side] = (len(body), headers.get("X-Cache", ""))
     finally:
-        conn.close()
-    return Latency(times, size, cache)
+        for conn in conns.values():
+            conn.close()
+    return {side: Latency(times[side], *last[side]) for side in servers}
+
+
+def wait_idle_cpu(servers: dict[str, Server], limit_s: float = 30) -> float:
+    """Until the servers' processes (converters included) stop using the CPU, as after a
+    start their converter processes are still loading; seconds waited."""
+    started = time.monotonic()
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used() -> float:
+        total = 0
+        for server in servers.values():
+            for pid in (server.process.pid, *descendants(server.process.pid)):
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / tick
+
+    before = used()
+    while time.monotonic() - started < limit_s:
+        time.sleep(0.5)
+        now = used()
+        if now - before < 0.05:  # under a tenth of a core over the half second
+            break
+        before = now
+    return time.monotonic() - started
 
 
 @dataclass
@@ -811,11 +849,14 @@ def main() -> None:
         latency: dict[str, dict[str, Latency]] = {side: {} for side in servers}
         throughput: dict[str, dict[str, Throughput]] = {side: {} for side in servers}
         load_before = os.getloadavg()
+        waited = wait_idle_cpu(servers)
+        notes.append(f"waited {waited:.1f} s after the servers started, until they were idle")
         for name, sql in QUERIES.items():
+            log(f"{name}: {REQUESTS} sequential requests per server, servers taking turns ...")
+            for side, measured in sequential(servers, sql, WARMUP, REQUESTS).items():
+                latency[side][name] = measured
             # Server by server within each query, so a change in machine load hits all.
             for side, server in servers.items():
-                log(f"{name} {side}: {REQUESTS} sequential requests ...")
-                latency[side][name] = sequential(server, sql, WARMUP, REQUESTS)
                 log(f"{name} {side}: {a.clients} clients for {a.duration:g} s ...")
                 if use_wrk:
                     throughput[side][name] = wrk_load(server, sql, a.clients, a.duration, root)
@@ -828,7 +869,8 @@ def main() -> None:
 
         print(
             f"{date.today()}: {source.name}, {a.rows:,} rows; {REQUESTS} sequential requests "
-            f"after {WARMUP} warm-up on one keep-alive connection; throughput: {tool}, "
+            f"after {WARMUP} warm-up on one keep-alive connection per server, the servers "
+            f"taking turns every {ROUND}; throughput: {tool}, "
             f"{a.duration:g} s per query and server; JSON answers"
         )
         print(
