@@ -17,7 +17,7 @@ import pytest
 
 from lakehoused.config import load_config
 from lakehoused.daemon import build_app
-from lakehoused.server import BACKEND
+from lakehoused.server import BACKEND, install_event_loop
 
 
 @pytest.fixture
@@ -414,3 +414,13 @@ async def test_a_stream_cut_by_the_time_limit_never_looks_complete(api):
             pass
     status, body = await sql(api, "SELECT 42 AS x")
     assert (status, body["rows"]) == (200, [[42]])
+
+
+def test_lakehoused_run_serves_on_uvloop():
+    uvloop = pytest.importorskip("uvloop")
+    before = asyncio.get_event_loop_policy()
+    try:
+        install_event_loop()
+        assert isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
+    finally:
+        asyncio.set_event_loop_policy(before)
