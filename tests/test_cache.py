@@ -184,16 +184,23 @@ def test_errors_are_never_kept(objects, engine) -> None:
 
 
 def test_the_cache_is_bounded_by_bytes_least_recently_used_first() -> None:
-    cache = ResultCache(4 * (100 + ENTRY_OVERHEAD))
+    def key(i: int, statement: str = "") -> tuple:
+        return (statement or f"q{i}", "json", 5, ())
+
+    each = 100 + 2 + ENTRY_OVERHEAD  # body, statement text, the rest
+    cache = ResultCache(4 * each)
     for i in range(4):
-        cache.put((i,), b"x" * 100)
-    assert len(cache) == 4 and cache.used == 4 * (100 + ENTRY_OVERHEAD)
-    assert cache.get((0,)) is not None  # 0 is now the most recently used
-    cache.put((4,), b"y" * 100)
-    assert cache.get((1,)) is None and cache.get((0,)) is not None
+        cache.put(key(i), b"x" * 100)
+    assert len(cache) == 4 and cache.used == 4 * each
+    assert cache.get(key(0)) is not None  # 0 is now the most recently used
+    cache.put(key(4), b"y" * 100)
+    assert cache.get(key(1)) is None and cache.get(key(0)) is not None
     assert cache.used <= cache.max_bytes
-    cache.put((5,), b"z" * (cache.max_entry + 1))  # larger than a quarter: not kept
-    assert cache.get((5,)) is None
+    cache.put(key(5), b"z" * (cache.max_entry + 1))  # larger than a quarter: not kept
+    assert cache.get(key(5)) is None
+    # A long statement is paid for: it is held as long as its answer.
+    cache.put(key(6, "SELECT " + "1" * cache.max_entry), b"tiny")
+    assert cache.get(key(6, "SELECT " + "1" * cache.max_entry)) is None
     cache.resize(0)
     assert len(cache) == 0 and cache.used == 0
 

@@ -258,16 +258,16 @@ class ResultCache:
 
     def put(self, key: tuple, body: bytes) -> None:
         """Keep `body` under `key` if it fits, evicting the least recently used."""
-        cost = len(body) + ENTRY_OVERHEAD
+        cost = _cost(key, body)
         if cost > self.max_entry:
             return
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self.used -= len(old) + ENTRY_OVERHEAD
+                self.used -= _cost(key, old)
             while self._entries and self.used + cost > self.max_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                self.used -= len(evicted) + ENTRY_OVERHEAD
+                gone, evicted = self._entries.popitem(last=False)
+                self.used -= _cost(gone, evicted)
             self._entries[key] = body
             self.used += cost
 
@@ -276,8 +276,13 @@ class ResultCache:
         with self._lock:
             self.max_bytes = max_bytes
             while self._entries and self.used > max_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                self.used -= len(evicted) + ENTRY_OVERHEAD
+                gone, evicted = self._entries.popitem(last=False)
+                self.used -= _cost(gone, evicted)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _cost(key: tuple, body: bytes) -> int:
+    """What an entry holds: its body, its statement's text, and the rest of its key."""
+    return len(body) + len(key[0]) + ENTRY_OVERHEAD

@@ -29,7 +29,13 @@ import pyarrow.compute as pc
 from lakehoused.errors import QueryError, StoreError
 from lakehoused.query import cache as results
 from lakehoused.query import encode
-from lakehoused.query.sandbox import checked_statement, ident, literal, lock_down
+from lakehoused.query.sandbox import (
+    REMEMBERED_TEXT,
+    checked_statement,
+    ident,
+    literal,
+    lock_down,
+)
 from lakehoused.query.session import SEQ_MACRO, Cancel, Session
 from lakehoused.schema import Column
 
@@ -608,7 +614,10 @@ def _chunks(
         engine.results.put(key, b"".join(kept))
 
 
-def _remember(memory: dict, key: object, value: object) -> None:
+def _remember(memory: dict, key: str | tuple, value: object) -> None:
+    statement = key if isinstance(key, str) else key[0]
+    if len(statement) > REMEMBERED_TEXT:
+        return  # learnt again each time: bounded memory matters more for such statements
     if len(memory) >= _REMEMBERED:
         memory.clear()  # crude but bounded; these are cheap to learn again
     memory[key] = value

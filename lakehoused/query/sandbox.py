@@ -68,8 +68,15 @@ def _statement_or_error(sql: str) -> tuple[str, type[QueryError] | None, str]:
         return "", type(e), str(e)
 
 
+# Statements longer than this are checked every time instead of remembered: what the engine
+# remembers per statement is bounded by count, and this bounds it by size too.
+REMEMBERED_TEXT = 16 << 10
+
+
 def checked_statement(sql: str) -> str:
     """check_statement, remembered per text: parsing is a pure function of it."""
+    if len(sql) > REMEMBERED_TEXT:
+        return check_statement(sql)
     statement, error, message = _statement_or_error(sql)
     if error is not None:
         raise error(message)
