@@ -2,18 +2,25 @@
 """Serving benchmark: lakehoused's SQL API against ROAPI and in-process DuckDB, plus ingest latency.
 
     python bench/serve.py [--rows 500000] [--duration 10] [--clients 8] [--no-roapi]
+                          [--no-ingest]
 
 1. The "workers" CSV (bench/gen_workers.py, cached in bench/data/) is ingested with
-   `lakehoused ingest --dataset workers` into a fresh temp root (config.toml, inbox, store,
-   state), then `lakehoused run` serves it on 127.0.0.1 with a free port.
+   `lakehoused ingest --dataset workers` into two fresh temp roots (config.toml, inbox,
+   store, state), and `lakehoused run` serves each on 127.0.0.1 with a free port: one with
+   `server.result_cache = "0MB"` (cache off), one with the default (cache on).
 2. ROAPI (`pip install roapi`, installed into this interpreter if missing) serves the very
-   Parquet object lakehoused wrote, as table `workers`, on 127.0.0.1. Both must answer Q1
-   alike (and every query with as many rows) before anything is measured.
-3. Per query and server: latency over sequential requests on one keep-alive connection
-   (after warm-up), then throughput with --clients concurrent keep-alive clients for
+   Parquet object lakehoused wrote, as table `workers`, on 127.0.0.1. Every server must
+   answer Q1 alike (and every query with as many rows) before anything is measured.
+3. Once the servers are idle (a daemon's converter processes load for a second or two
+   after it starts): per query, latency over sequential requests on one keep-alive
+   connection per server (after warm-up), the servers taking turns every 10 requests so
+   that the shared machine's load falls on all alike; then per server, throughput with
+   --clients concurrent keep-alive clients for
    --duration seconds: `wrk` when it is on PATH (it is installed with apt-get if missing
    and we are root), else a multi-process Python client. The load generator runs on the
-   same cores as the server, for both servers alike.
+   same cores as the server, for every server alike. Each query is asked again and again,
+   so with the cache on every answer after the first is a cache hit: the ROAPI comparison
+   of the cache-off server is the engine's own cost, the cache-on one a repeated query's.
 4. The floor: the same SQL in-process with DuckDB on the same Parquet file, no HTTP.
 5. Ingest latency: a 1,000-row CSV renamed into the running daemon's inbox, time until
    `SELECT max(id)` shows it, for a file written long before the move and one written
@@ -63,13 +70,17 @@ QUERIES = {
 }
 WARMUP = 5
 REQUESTS = 50
+ROUND = 10  # sequential requests per server per turn
 LATENCY_TRIALS = 20
 LATENCY_ROWS = 1000
 PREPARED_AGE_S = 1.5  # variant (a): written at least this long before the move
 POLL_S = 0.005
 TARGET_INGEST_P50_MS = 300
 START_TIMEOUT_S = 60
-SERVERS = ("lakehoused", "roapi")
+# lakehoused twice: the result cache off (the ROAPI comparison) and on (repeated queries).
+OFF, ON, ROAPI = "lh cache off", "lh cache on", "roapi"
+TARGET_OFF_P50, TARGET_OFF_RPS = 1.0, 1.0  # ratios to ROAPI, result cache off
+TARGET_ON_P50, TARGET_ON_RPS = 0.3, 5.0  # ratios to ROAPI, result cache on
 
 
 # -- small helpers ---------------------------------------------------------------------------
@@ -172,9 +183,14 @@ class Server:
     process: subprocess.Popen
     output: list[str] = field(default_factory=list)
 
+    @property
+    def lakehoused(self) -> bool:
+        """True for either lakehoused server."""
+        return self.name != ROAPI
+
     def request(self, sql: str) -> tuple[str, bytes, dict[str, str]]:
         """(path, body, headers) of one SQL request."""
-        if self.name == "lakehoused":
+        if self.lakehoused:
             body = json.dumps({"sql": sql}).encode()
             return self.path, body, {"Content-Type": "application/json"}
         return self.path, sql.encode(), {"Content-Type": "text/plain"}
@@ -185,7 +201,7 @@ class Server:
 
     def rows(self, document: object) -> list[list]:
         """A JSON answer's rows as lists of values, whichever server wrote it."""
-        if self.name == "lakehoused":
+        if self.lakehoused:
             assert isinstance(document, dict)
             return document["rows"]
         assert isinstance(document, list)
@@ -212,10 +228,18 @@ def drain(process: subprocess.Popen, into: list[str]) -> None:
 
 def ask(conn: http.client.HTTPConnection, server: Server, sql: str) -> tuple[int, bytes]:
     """One request on a kept-alive connection; (status, body)."""
+    status, body, _ = ask_headers(conn, server, sql)
+    return status, body
+
+
+def ask_headers(
+    conn: http.client.HTTPConnection, server: Server, sql: str
+) -> tuple[int, bytes, http.client.HTTPMessage]:
+    """One request on a kept-alive connection; (status, body, headers)."""
     path, body, headers = server.request(sql)
     conn.request("POST", path, body=body, headers=headers)
     response = conn.getresponse()
-    return response.status, response.read()
+    return response.status, response.read(), response.headers
 
 
 def query_rows(server: Server, sql: str) -> list[list]:
@@ -244,21 +268,23 @@ def wait_until_answering(server: Server, sql: str) -> None:
     raise RuntimeError(f"{server.name} did not start answering:\n{tail}")
 
 
-def write_config(root: Path) -> Path:
-    """The daemon's config: everything under `root`, default settle_ms, a free port."""
+def write_config(root: Path, result_cache: str | None) -> Path:
+    """The daemon's config: everything under `root`, default settle_ms, a free port, and
+    the result cache at `result_cache` (None: the default)."""
     (root / "inbox").mkdir(parents=True)
     config = root / "config.toml"
+    cache = f'result_cache = "{result_cache}"\n' if result_cache is not None else ""
     config.write_text(
         '[inbox]\npath = "inbox"\n\n'
         '[store]\npath = "var/objects"\n\n'
         '[state]\npath = "var/state"\n\n'
-        '[server]\nhost = "127.0.0.1"\nport = 0\n',
+        f'[server]\nhost = "127.0.0.1"\nport = 0\n{cache}',
         encoding="utf-8",
     )
     return config
 
 
-def start_lakehoused(config: Path) -> Server:
+def start_lakehoused(config: Path, name: str) -> Server:
     """`lakehoused run` as a subprocess; wait for its "serving on" line and /health."""
     process = subprocess.Popen(
         [sys.executable, "-m", "lakehoused", "run", "--config", str(config)],
@@ -284,7 +310,7 @@ def start_lakehoused(config: Path) -> Server:
         raise RuntimeError("lakehoused did not start:\n" + "".join(output))
     threading.Thread(target=drain, args=(process, output), daemon=True).start()
     host, port = url.removeprefix("http://").rsplit(":", 1)
-    server = Server("lakehoused", host, int(port), "/sql", process, output)
+    server = Server(name, host, int(port), "/sql", process, output)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
@@ -345,7 +371,7 @@ def start_roapi(binary: str, parquet: Path) -> Server:
         text=True,
         env={**os.environ, "RUST_LOG": "warn"},  # a log line per request would cost it time
     )
-    server = Server("roapi", "127.0.0.1", port, "/api/sql", process)
+    server = Server(ROAPI, "127.0.0.1", port, "/api/sql", process)
     threading.Thread(target=drain, args=(process, server.output), daemon=True).start()
     wait_until_answering(server, QUERIES["Q1"])
     return server
@@ -356,30 +382,68 @@ def start_roapi(binary: str, parquet: Path) -> Server:
 
 @dataclass
 class Latency:
-    """Sequential latencies of one query on one server, in ms, and the body size."""
+    """Sequential latencies of one query on one server, in ms, the body size, and the
+    X-Cache header of the last answer (lakehoused only)."""
 
     times_ms: list[float]
     body_bytes: int
+    cache: str = ""
 
 
-def sequential(server: Server, sql: str, warmup: int, requests: int) -> Latency:
-    """`requests` timed requests after `warmup` untimed ones, all on one keep-alive connection."""
-    conn = http.client.HTTPConnection(server.host, server.port, timeout=60)
-    times: list[float] = []
-    size = 0
+def sequential(
+    servers: dict[str, Server], sql: str, warmup: int, requests: int
+) -> dict[str, Latency]:
+    """Per server, `requests` timed requests after `warmup` untimed ones, each server on one
+    keep-alive connection; the servers take turns in rounds of ROUND requests, so that a
+    change in the machine's load (it is shared) falls on all of them alike."""
+    conns = {
+        side: http.client.HTTPConnection(s.host, s.port, timeout=60) for side, s in servers.items()
+    }
+    times: dict[str, list[float]] = {side: [] for side in servers}
+    last: dict[str, tuple[int, str]] = {}
     try:
-        for i in range(warmup + requests):
-            start = time.perf_counter()
-            status, body = ask(conn, server, sql)
-            elapsed = time.perf_counter() - start
-            if status != 200:
-                raise RuntimeError(f"{server.name}: HTTP {status}: {body[:300]!r}")
-            if i >= warmup:
-                times.append(elapsed * 1000)
-            size = len(body)
+        for side, server in servers.items():
+            for _ in range(warmup):
+                ask(conns[side], server, sql)
+        for _ in range(0, requests, ROUND):
+            for side, server in servers.items():
+                for _ in range(ROUND):
+                    start = time.perf_counter()
+                    status, body, headers = ask_headers(conns[side], server, sql)
+                    elapsed = time.perf_counter() - start
+                    if status != 200:
+                        raise RuntimeError(f"{server.name}: HTTP {status}: {body[:300]!r}")
+                    times[side].append(elapsed * 1000)
+                    last[side] = (len(body), headers.get("X-Cache", ""))
     finally:
-        conn.close()
-    return Latency(times, size)
+        for conn in conns.values():
+            conn.close()
+    return {side: Latency(times[side], *last[side]) for side in servers}
+
+
+def wait_idle_cpu(servers: dict[str, Server], limit_s: float = 30) -> float:
+    """Until the servers' processes (converters included) stop using the CPU, as after a
+    start their converter processes are still loading; seconds waited."""
+    started = time.monotonic()
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used() -> float:
+        total = 0
+        for server in servers.values():
+            for pid in (server.process.pid, *descendants(server.process.pid)):
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / tick
+
+    before = used()
+    while time.monotonic() - started < limit_s:
+        time.sleep(0.5)
+        now = used()
+        if now - before < 0.05:  # under a tenth of a core over the half second
+            break
+        before = now
+    return time.monotonic() - started
 
 
 @dataclass
@@ -611,6 +675,11 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
+def ratio(mine: float, peer: float) -> float:
+    """mine / peer, infinite when the peer measured nothing."""
+    return mine / peer if peer else float("inf")
+
+
 def report(
     rows: int,
     parquet: Path,
@@ -619,49 +688,63 @@ def report(
     floor: dict[str, list[float]],
     notes: list[str],
 ) -> None:
-    """The main table, the detail table and the notes."""
-    have_roapi = "roapi" in latency
+    """Latency and throughput, the result cache off and on side by side, against ROAPI;
+    then the details and the notes."""
+    have_roapi = ROAPI in latency
     print(
-        f"{'query':<6}{'lh p50 ms':>10}{'roapi p50':>10}{'duckdb p50':>11}"
-        f"{'lh req/s':>10}{'roapi req/s':>12}{'p50 lh/roapi':>16}{'req/s lh/roapi':>16}"
+        f"{'p50 ms':<7}{'off':>9}{'on':>9}{'roapi':>9}{'duckdb':>9}"
+        f"{'off/roapi':>12} {'(<=' + format(TARGET_OFF_P50, 'g') + ')':<7}"
+        f"{'on/roapi':>10} {'(<=' + format(TARGET_ON_P50, 'g') + ')':<7}"
     )
     for name in QUERIES:
-        lh = latency["lakehoused"][name]
-        lh_p50 = p50(lh.times_ms)
-        lh_rps = throughput["lakehoused"][name].per_s
-        line = f"{name:<6}{lh_p50:10.2f}"
+        off, on = p50(latency[OFF][name].times_ms), p50(latency[ON][name].times_ms)
+        line = f"{name:<7}{off:9.2f}{on:9.2f}"
         if have_roapi:
-            ro_p50 = p50(latency["roapi"][name].times_ms)
-            ro_rps = throughput["roapi"][name].per_s
-            line += f"{ro_p50:10.2f}{p50(floor[name]):11.2f}{lh_rps:10.0f}{ro_rps:12.0f}"
-            p50_ratio = lh_p50 / ro_p50
-            rps_ratio = lh_rps / ro_rps if ro_rps else float("inf")
-            line += f"{p50_ratio:11.2f} {verdict(p50_ratio <= 1)}"
-            line += f"{rps_ratio:11.2f} {verdict(rps_ratio >= 1)}"
+            ro = p50(latency[ROAPI][name].times_ms)
+            r_off, r_on = ratio(off, ro), ratio(on, ro)
+            line += f"{ro:9.2f}{p50(floor[name]):9.2f}"
+            line += f"{r_off:12.2f} {verdict(r_off <= TARGET_OFF_P50):<7}"
+            line += f"{r_on:10.2f} {verdict(r_on <= TARGET_ON_P50):<7}"
         else:
-            line += f"{'-':>10}{p50(floor[name]):11.2f}{lh_rps:10.0f}{'-':>12}{'-':>16}{'-':>16}"
+            line += f"{'-':>9}{p50(floor[name]):9.2f}"
         print(line)
-    print("targets: every lakehoused p50 <= ROAPI's (ratio <= 1), every req/s >= ROAPI's (>= 1)")
     print()
     print(
-        f"{'query':<6}{'lh p90 ms':>10}{'roapi p90':>10}{'duckdb p90':>11}"
-        f"{'lh bytes':>10}{'roapi bytes':>12}{'lh errors':>10}{'roapi errors':>13}"
+        f"{'req/s':<7}{'off':>9}{'on':>9}{'roapi':>9}{'':>9}"
+        f"{'off/roapi':>12} {'(>=' + format(TARGET_OFF_RPS, 'g') + ')':<7}"
+        f"{'on/roapi':>10} {'(>=' + format(TARGET_ON_RPS, 'g') + ')':<7}"
     )
     for name in QUERIES:
-        lh = latency["lakehoused"][name]
-        line = f"{name:<6}{p90(lh.times_ms):10.2f}"
+        off, on = throughput[OFF][name].per_s, throughput[ON][name].per_s
+        line = f"{name:<7}{off:9.0f}{on:9.0f}"
         if have_roapi:
-            ro = latency["roapi"][name]
-            line += f"{p90(ro.times_ms):10.2f}{p90(floor[name]):11.2f}"
-            line += f"{lh.body_bytes:10,}{ro.body_bytes:12,}"
-            line += f"{throughput['lakehoused'][name].errors:10}"
-            line += f"{throughput['roapi'][name].errors:13}"
-        else:
-            line += f"{'-':>10}{p90(floor[name]):11.2f}{lh.body_bytes:10,}{'-':>12}"
-            line += f"{throughput['lakehoused'][name].errors:10}{'-':>13}"
+            ro = throughput[ROAPI][name].per_s
+            r_off, r_on = ratio(off, ro), ratio(on, ro)
+            line += f"{ro:9.0f}{'':>9}"
+            line += f"{r_off:12.2f} {verdict(r_off >= TARGET_OFF_RPS):<7}"
+            line += f"{r_on:10.2f} {verdict(r_on >= TARGET_ON_RPS):<7}"
         print(line)
-    print(f"(errors: non-200 answers and socket errors during the throughput runs; {rows:,} rows,")
-    print(f" Parquet object {parquet.stat().st_size / 1e6:.1f} MB)")
+    print(
+        "targets, against ROAPI in this run: result cache off (item 1) p50 <= "
+        f"{TARGET_OFF_P50:g}x and req/s >= {TARGET_OFF_RPS:g}x; result cache on, repeated "
+        f"queries (item 2) p50 <= {TARGET_ON_P50:g}x and req/s >= {TARGET_ON_RPS:g}x"
+    )
+    print()
+    sides = [s for s in (OFF, ON, ROAPI) if s in latency]
+    print(f"{'query':<7}{'side':<14}{'p90 ms':>9}{'bytes':>11}{'errors':>8}  X-Cache")
+    for name in QUERIES:
+        for side in sides:
+            lat, thr = latency[side][name], throughput[side][name]
+            print(
+                f"{name:<7}{side:<14}{p90(lat.times_ms):9.2f}{lat.body_bytes:11,}"
+                f"{thr.errors:8}  {lat.cache or '-'}"
+            )
+    print(f"{'':7}{'duckdb':<14}" + "  ".join(f"{n} p90 {p90(floor[n]):.2f}" for n in QUERIES))
+    print(
+        f"(errors: non-200 answers and socket errors during the throughput runs; X-Cache of "
+        f"the last sequential answer; {rows:,} rows, Parquet object "
+        f"{parquet.stat().st_size / 1e6:.1f} MB)"
+    )
     for note in notes:
         print(note)
 
@@ -700,6 +783,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10, help="seconds per throughput run")
     ap.add_argument("--clients", type=int, default=8, help="concurrent keep-alive clients")
     ap.add_argument("--no-roapi", action="store_true", help="measure lakehoused alone")
+    ap.add_argument("--no-ingest", action="store_true", help="skip the ingest-latency trials")
     ap.add_argument(
         "--load",
         choices=("auto", "wrk", "python"),
@@ -715,19 +799,22 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="serve-", dir=DATA))
     servers: dict[str, Server] = {}
     try:
-        config = write_config(root)
-        log(f"ingesting {source.name} as dataset workers ...")
-        command = [sys.executable, "-m", "lakehoused", "ingest", "--config", str(config)]
-        subprocess.run(
-            [*command, "--dataset", "workers", str(source)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        objects = sorted((root / "var/objects/datasets/workers").glob("*.parquet"))
+        # Two daemons, each with its own state: identical but for the result cache.
+        roots = {OFF: root / "off", ON: root / "on"}
+        for side, result_cache in ((OFF, "0MB"), (ON, None)):
+            config = write_config(roots[side], result_cache)
+            log(f"{side}: ingesting {source.name} as dataset workers ...")
+            command = [sys.executable, "-m", "lakehoused", "ingest", "--config", str(config)]
+            subprocess.run(
+                [*command, "--dataset", "workers", str(source)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            servers[side] = start_lakehoused(config, side)
+        objects = sorted((roots[OFF] / "var/objects/datasets/workers").glob("*.parquet"))
         if len(objects) != 1:
             raise RuntimeError(f"expected one Parquet object for workers, found {objects}")
         parquet = objects[0]
-        servers["lakehoused"] = start_lakehoused(config)
 
         if not a.no_roapi:
             binary, why = roapi_binary()
@@ -735,22 +822,21 @@ def main() -> None:
                 notes.append(f"ROAPI skipped: {why}")
                 log(notes[-1])
             else:
-                servers["roapi"] = start_roapi(binary, parquet)
+                servers[ROAPI] = start_roapi(binary, parquet)
                 version = subprocess.run([binary, "--version"], capture_output=True, text=True)
                 notes.append(f"ROAPI: {version.stdout.strip()}")
 
         # Same answers before any timing: Q1 exactly, the others by row count.
         for name, sql in QUERIES.items():
             answers = {side: query_rows(s, sql) for side, s in servers.items()}
-            if "roapi" in answers:
-                lh, ro = answers["lakehoused"], answers["roapi"]
-                if name == "Q1" and lh != ro:
-                    raise RuntimeError(f"Q1 differs: lakehoused {lh}, ROAPI {ro}")
-                if len(lh) != len(ro):
-                    raise RuntimeError(f"{name}: lakehoused {len(lh)} rows, ROAPI {len(ro)}")
+            first = answers[OFF]
+            for side, rows in answers.items():
+                if name == "Q1" and rows != first:
+                    raise RuntimeError(f"Q1 differs: {OFF} {first}, {side} {rows}")
+                if len(rows) != len(first):
+                    raise RuntimeError(f"{name}: {OFF} {len(first)} rows, {side} {len(rows)}")
             if name == "Q1":
-                agree = " (both servers agree)" if "roapi" in answers else ""
-                notes.append(f"Q1 answer: {answers['lakehoused'][0][0]:,}{agree}")
+                notes.append(f"Q1 answer: {first[0][0]:,} (every server agrees)")
 
         use_wrk = False
         if a.load in ("auto", "wrk"):
@@ -763,11 +849,14 @@ def main() -> None:
         latency: dict[str, dict[str, Latency]] = {side: {} for side in servers}
         throughput: dict[str, dict[str, Throughput]] = {side: {} for side in servers}
         load_before = os.getloadavg()
+        waited = wait_idle_cpu(servers)
+        notes.append(f"waited {waited:.1f} s after the servers started, until they were idle")
         for name, sql in QUERIES.items():
-            # Server by server within each query, so a change in machine load hits both.
+            log(f"{name}: {REQUESTS} sequential requests per server, servers taking turns ...")
+            for side, measured in sequential(servers, sql, WARMUP, REQUESTS).items():
+                latency[side][name] = measured
+            # Server by server within each query, so a change in machine load hits all.
             for side, server in servers.items():
-                log(f"{name} {side}: {REQUESTS} sequential requests ...")
-                latency[side][name] = sequential(server, sql, WARMUP, REQUESTS)
                 log(f"{name} {side}: {a.clients} clients for {a.duration:g} s ...")
                 if use_wrk:
                     throughput[side][name] = wrk_load(server, sql, a.clients, a.duration, root)
@@ -776,26 +865,29 @@ def main() -> None:
         load_after = os.getloadavg()
         log("DuckDB in-process floor ...")
         floor = duckdb_floor(parquet, WARMUP, REQUESTS)
-        tool = next(iter(throughput["lakehoused"].values())).tool
+        tool = next(iter(throughput[OFF].values())).tool
 
         print(
             f"{date.today()}: {source.name}, {a.rows:,} rows; {REQUESTS} sequential requests "
-            f"after {WARMUP} warm-up on one keep-alive connection; throughput: {tool}, "
+            f"after {WARMUP} warm-up on one keep-alive connection per server, the servers "
+            f"taking turns every {ROUND}; throughput: {tool}, "
             f"{a.duration:g} s per query and server; JSON answers"
         )
-        print(f"{os.cpu_count()} cores, shared with the load generator")
+        print(
+            f"{os.cpu_count()} cores, shared with the load generator; load average (1 min) "
+            f"before/after the HTTP runs: {load_before[0]:.2f}/{load_after[0]:.2f}"
+        )
         print()
         report(a.rows, parquet, latency, throughput, floor, notes)
-        print(
-            f"load average (1 min) before/after the HTTP runs: "
-            f"{load_before[0]:.2f}/{load_after[0]:.2f}"
-        )
         print()
         for server in servers.values():
             print_rss(server)
 
-        if "roapi" in servers:  # its cores are the daemon's from here on
-            servers.pop("roapi").stop()
+        for side in (ROAPI, OFF):  # their cores are the remaining daemon's from here on
+            if side in servers:
+                servers.pop(side).stop()
+        if a.no_ingest:
+            return
         print()
         print(
             f"ingest latency: {LATENCY_TRIALS} trials, a {LATENCY_ROWS:,}-row CSV renamed into "
@@ -804,12 +896,12 @@ def main() -> None:
         log("ingest latency (a) prepared files ...")
         print_ingest(
             f"(a) written >= {PREPARED_AGE_S:g} s before the move",
-            ingest_latency(servers["lakehoused"], root, prepared=True),
+            ingest_latency(servers[ON], roots[ON], prepared=True),
         )
         log("ingest latency (b) fresh files ...")
         print_ingest(
             "(b) written just before the move    ",
-            ingest_latency(servers["lakehoused"], root, prepared=False),
+            ingest_latency(servers[ON], roots[ON], prepared=False),
         )
     finally:
         for server in servers.values():

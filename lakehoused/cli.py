@@ -15,6 +15,7 @@ from lakehoused.errors import LakehousedError, UnknownDataset
 from lakehoused.lakehouse import Lakehouse
 from lakehoused.log import StoredEvent
 from lakehoused.progress import ProgressBar
+from lakehoused.query import Answer
 
 FORMATS = ("json", "ndjson", "csv", "arrow", "table")
 
@@ -117,8 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     """The daemon."""
     from lakehoused.daemon import run
+    from lakehoused.server import install_event_loop
 
     logs.setup(args.log_format, config.server.log_level.upper())
+    install_event_loop()
     return run(config)
 
 
@@ -158,19 +161,14 @@ def cmd_datasets(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_sql(config: Config, args: argparse.Namespace) -> int:
     """One query through the server's engine."""
-    from lakehoused import query
-
     max_rows = args.max_rows or config.server.max_rows
     with Lakehouse(config, read_only=True) as lakehouse:
         engine = lakehouse.open_engine()
         try:
             out = sys.stdout.buffer
-            if args.format == "json":
-                out.write(engine.execute_json(args.query, max_rows).body + b"\n")
-                return 0
-            result = engine.execute(args.query)
             if args.format == "table":
-                table = result.reader.read_all()
+                with engine.execute(args.query) as result:
+                    table = result.reader.read_all()
                 shown = table.slice(0, max_rows)
                 rows = [
                     tuple("" if v is None else str(v) for v in r.values())
@@ -179,14 +177,16 @@ def cmd_sql(config: Config, args: argparse.Namespace) -> int:
                 _print_table(tuple(table.column_names), rows)
                 if table.num_rows > max_rows:
                     print(f"({table.num_rows - max_rows} more rows; use --format csv for all)")
+                return 0
+            answer = engine.answer(args.query, args.format, max_rows)
+            if isinstance(answer, Answer):
+                out.write(answer.body + (b"\n" if args.format == "json" else b""))
             else:
-                encode = {
-                    "csv": query.iter_csv,
-                    "ndjson": query.iter_ndjson,
-                    "arrow": query.iter_arrow,
-                }
-                for chunk in encode[args.format](result):
-                    out.write(chunk)
+                try:
+                    for chunk in answer:
+                        out.write(chunk)
+                finally:
+                    answer.close()
             out.flush()
         finally:
             engine.close()

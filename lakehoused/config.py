@@ -56,6 +56,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "query_timeout_s",
         "memory_limit",
         "memory_cache",
+        "result_cache",
         "token_env",
         "log_level",
     ),
@@ -243,6 +244,7 @@ class ServerConfig:
     query_timeout_s: float = 30
     memory_limit: str = "2GB"
     memory_cache: str = "512MB"  # datasets held in memory (part of memory_limit); "0MB" = off
+    result_cache: str = "64MB"  # answers kept until the datasets they read change; "0MB" = off
     token_env: str | None = None
     log_level: str = "info"  # one of LOG_LEVELS; SIGHUP applies a change
     token: str | None = field(default=None, repr=False)
@@ -251,6 +253,11 @@ class ServerConfig:
     def memory_cache_bytes(self) -> int:
         """memory_cache in bytes."""
         return size_bytes(self.memory_cache)
+
+    @property
+    def result_cache_bytes(self) -> int:
+        """result_cache in bytes."""
+        return size_bytes(self.result_cache)
 
 
 @dataclass(frozen=True)
@@ -391,6 +398,7 @@ def _server(table: dict[str, Any], env: Mapping[str, str]) -> ServerConfig:
         query_timeout_s=_number(lambda v: v > 0, "a number > 0"),
         memory_limit=_memory_limit,
         memory_cache=_memory_size(allow_zero=True),
+        result_cache=_memory_size(allow_zero=True),
         token_env=_env_name,
         log_level=_one_of(LOG_LEVELS),
     )

@@ -99,6 +99,13 @@ class QueryError(LakehousedError):
     code = "bad_sql"
 
 
+class BadRequest(LakehousedError):
+    """An HTTP request the API cannot take as sent: the message names the field to fix."""
+
+    status = 400
+    code = "bad_request"
+
+
 class ForbiddenQuery(QueryError):
     """The statement is not a single read-only SELECT."""
 
@@ -111,6 +118,13 @@ class QueryTimeout(QueryError):
 
     status = 408
     code = "timeout"
+
+
+class QueryCancelled(QueryError):
+    """The client went away, so its query was interrupted; nobody is left to answer."""
+
+    status = 499  # nginx's "client closed request": only ever seen in a log
+    code = "cancelled"
 
 
 class UnknownDataset(LakehousedError):

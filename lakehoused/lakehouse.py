@@ -167,6 +167,7 @@ class Lakehouse:
             memory_limit=server.memory_limit,
             timeout_s=server.query_timeout_s,
             cache_bytes=server.memory_cache_bytes,
+            result_cache_bytes=server.result_cache_bytes,
         )
         seq, specs, _ = self.view_state()
         engine.sync(specs, seq)

@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -28,7 +27,6 @@ if TYPE_CHECKING:  # the daemon imports this module; this one only reads it at s
     from lakehoused.daemon import Daemon
     from lakehoused.daemon.scheduler import Ticket
     from lakehoused.ingest.pipeline import Outcome
-    from lakehoused.query import QueryResult
 
 QUERY_PATH = "/sql"
 _INGEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -150,17 +148,6 @@ class Metrics:
             if rows:
                 self.rows_returned.inc(rows)
 
-    def count_streamed_rows(self, result: QueryResult) -> None:
-        """Count the rows of a streamed answer as its batches are read."""
-        reader = result.reader
-
-        def counted() -> Iterator[pa.RecordBatch]:
-            for batch in reader:
-                self.rows_returned.inc(batch.num_rows)
-                yield batch
-
-        result.reader = pa.RecordBatchReader.from_batches(reader.schema, counted())
-
 
 def json_row_count(body: bytes) -> int:
     """The `row_count` of a /sql JSON answer, read from its end (no parse of the rows).
@@ -278,8 +265,8 @@ def install(app: web.Application, metrics: Metrics, daemon: Daemon) -> None:
     app.router.add_get("/metrics", handle_metrics)
 
 
-def count_streamed_rows(request: web.Request, result: QueryResult) -> None:
-    """Count a streamed answer's rows, on an app that serves metrics (else nothing)."""
+def count_rows(request: web.Request, rows: int) -> None:
+    """Count the rows of a streamed answer once it is sent, on an app that serves metrics."""
     metrics = request.app.get(METRICS)
     if metrics is not None:
-        metrics.count_streamed_rows(result)
+        metrics.rows_returned.inc(rows)

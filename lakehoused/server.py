@@ -7,25 +7,36 @@ and the catalog is read under the log's lock from threads too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
+import duckdb
+import orjson
 from aiohttp import web
 
 from lakehoused import __version__, events, metrics, query, search
 from lakehoused import web as page
 from lakehoused.catalog import Catalog
 from lakehoused.config import Config, ServerConfig
-from lakehoused.errors import LakehousedError, QueryError, UnknownDataset
+from lakehoused.errors import BadRequest, LakehousedError, QueryError, UnknownDataset
 from lakehoused.log import EventLog
+from lakehoused.query.sandbox import query_error
 
 MAX_BODY = 1 << 20  # a SQL request larger than 1 MiB is refused with 413
 MIN_SEQ_WAIT_S = 10.0  # the longest a request waits for the catalog to reach min_seq
 QUERY_THREADS = 16  # queries in flight at once; DuckDB parallelises within each too
 EVENTS_LIMIT = 1000
+DISCONNECT_POLL_S = 0.05  # how often a waiting request looks whether its client is still there
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FORMATS = {
     "json": "application/json",
@@ -66,8 +77,10 @@ SETTINGS = web.AppKey("settings", ServerConfig)
 POOL = web.AppKey("pool", ThreadPoolExecutor)
 
 
-def _error(status: int, code: str, message: str, seq: int | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+def _error(
+    status: int, code: str, message: str, seq: int | None = None, **more: str
+) -> web.Response:
+    body: dict[str, Any] = {"error": {"code": code, "message": message, **more}}
     if seq is not None:
         body["catalog_seq"] = seq
     return web.json_response(body, status=status)
@@ -83,6 +96,9 @@ async def errors_middleware(
         response = await handler(request)
     except LakehousedError as e:
         response = _error(e.status, e.code, str(e))
+    except duckdb.Error as e:  # a driver error no layer below translated
+        error = query_error(e)
+        response = _error(error.status, error.code, str(error))
     except web.HTTPRequestEntityTooLarge:
         response = _error(413, "too_large", f"request body over {MAX_BODY} bytes")
     except web.HTTPException as e:
@@ -90,6 +106,18 @@ async def errors_middleware(
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status, "http")
         response = _error(e.status, code, e.reason)
+    except _ClientGone:
+        # Nobody is left to read an answer; aiohttp drops this one with the connection.
+        return web.Response(status=499)
+    except Exception:
+        incident = uuid.uuid4().hex[:12]
+        log.exception("internal error %s in %s %s", incident, request.method, request.path)
+        response = _error(
+            500,
+            "internal",
+            f"internal error {incident}; the daemon's log has its details under that id",
+            id=incident,
+        )
     if not response.prepared:
         response.headers.setdefault("X-Catalog-Seq", str(backend.engine.catalog_seq))
     return response
@@ -126,30 +154,124 @@ class _NotReady(LakehousedError):
         super().__init__(message)
 
 
-async def _sql_request(request: web.Request) -> tuple[str, str | None, dict]:
-    """(sql, format, options) from a POST body (JSON or text/plain) or GET query string."""
+@dataclass(frozen=True)
+class SqlRequest:
+    """What a /sql request asks for, checked."""
+
+    sql: str
+    format: str | None  # None: by the Accept header
+    max_rows: int | None
+    min_seq: int | None
+
+
+_BODY_KEYS = ("sql", "format", "max_rows", "min_seq")
+_PARAMS = ("q", "sql", "format", "max_rows", "min_seq")
+_BIGGEST = 2**63 - 1
+
+
+class _Token(str):
+    """A JSON number or constant that is not an integer, kept as written for the message."""
+
+
+async def _sql_request(request: web.Request) -> SqlRequest:
+    """The SQL and its options from a POST body (JSON or text) or a GET query string; a
+    BadRequest naming the field for anything else."""
+    params = request.query
+    for name in params:
+        if name not in _PARAMS or (request.method == "POST" and name in ("q", "sql")):
+            allowed = _PARAMS if request.method == "GET" else _PARAMS[2:]
+            raise BadRequest(f"unknown parameter {name!r}; /sql takes {', '.join(allowed)}")
     if request.method == "GET":
-        params = dict(request.query)
-        sql = params.pop("q", None) or params.pop("sql", None)
-        return sql or "", params.pop("format", None), params
-    if request.content_type == "application/json":
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise QueryError(f"request body is not valid JSON: {e}") from e
-        if not isinstance(body, dict) or not isinstance(body.get("sql"), str):
-            raise QueryError('send {"sql": "SELECT ..."} (or the SQL as text/plain)')
-        options = {k: v for k, v in body.items() if k not in ("sql", "format")}
-        return body["sql"], body.get("format"), options
-    sql = await request.text()
-    params = dict(request.query)
-    return sql, params.pop("format", None), params
+        sql = params.get("q", params.get("sql"))
+        if sql is None:
+            raise BadRequest("q: missing; send GET /sql?q=SELECT+...")
+        options: Mapping[str, Any] = params
+    elif request.content_type == "application/json":
+        body = _json_body(_text(await request.read()))
+        if not isinstance(body, dict):
+            raise BadRequest('body: must be a JSON object, {"sql": "SELECT ..."}')
+        for key in body:
+            if key not in _BODY_KEYS:
+                raise BadRequest(f"body: unknown key {key!r}; the keys are {', '.join(_BODY_KEYS)}")
+        sql = body.get("sql")
+        if not isinstance(sql, str):
+            raise BadRequest(f"sql: must be a string of SQL; got {_shown(sql)}")
+        if not sql.isascii():
+            try:
+                sql.encode("utf-8")
+            except UnicodeEncodeError as e:  # a lone surrogate escape, "\ud800"
+                raise BadRequest(
+                    f"sql: character {e.start} is a lone surrogate, which is not text"
+                ) from None
+        if "format" in body and not isinstance(body["format"], str):
+            raise BadRequest(
+                f"format: must be one of {', '.join(query.FORMATS)}; got {_shown(body['format'])}"
+            )
+        options = body
+    else:
+        sql = _text(await request.read())
+        options = params
+    text = options is params  # a query string holds only text: digits stand for a number
+    return SqlRequest(
+        sql,
+        options.get("format"),
+        _whole(options, "max_rows", low=1, text=text),
+        _whole(options, "min_seq", low=0, text=text),
+    )
+
+
+def _text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(
+            f"body: not UTF-8 (byte {e.start} is {data[e.start]:#04x}); send the SQL as UTF-8"
+        ) from None
+
+
+def _json_body(text: str) -> Any:
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        body = None  # maybe NaN or Infinity: the parser below names them
+    else:
+        if not isinstance(body, dict) or all(
+            type(body.get(k, 0)) is int for k in ("max_rows", "min_seq")
+        ):
+            return body
+    try:
+        # Non-integers are kept as written, so that a wrong option is named as it was sent.
+        return json.loads(text, parse_float=_Token, parse_constant=_Token)
+    except json.JSONDecodeError as e:
+        raise BadRequest(f"body: not valid JSON: {e}") from None
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, _Token):
+        return str(value)
+    return json.dumps(value)
+
+
+def _whole(options: Mapping[str, Any], name: str, *, low: int, text: bool) -> int | None:
+    """An optional whole-number option: a JSON integer, or ASCII digits in a query string."""
+    if name not in options:
+        return None
+    value = options[name]
+    if text:
+        number = int(value) if value.isascii() and value.isdigit() else None
+    else:
+        number = value if type(value) is int else None
+    if number is None or not low <= number <= _BIGGEST:
+        raise BadRequest(
+            f"{name}: must be a whole number from {low} to {_BIGGEST}; got {_shown(value)}"
+        )
+    return number
 
 
 def _choose_format(explicit: str | None, accept: str) -> str:
-    if explicit:
+    if explicit is not None:
         if explicit not in FORMATS:
-            raise QueryError(f"format must be one of {', '.join(FORMATS)}; got {explicit!r}")
+            raise BadRequest(f"format: must be one of {', '.join(FORMATS)}; got {explicit!r}")
         return explicit
     for part in accept.split(","):
         media = part.split(";")[0].strip().lower()
@@ -172,58 +294,163 @@ def _int_option(options: dict, name: str, default: int | None, *, low: int = 0) 
 
 
 async def handle_sql(request: web.Request) -> web.StreamResponse:
-    """POST /sql and GET /sql?q=: one SELECT, answered in json, ndjson, csv or arrow."""
+    """POST /sql and GET /sql?q=: one SELECT, answered in json, ndjson, csv or arrow.
+
+    An answer known to the result cache, or a revalidation its ETag settles, is answered
+    on the event loop; so is a JSON query whose last run took well under a millisecond (a
+    thread hand-off costs as much). Anything else runs in the query pool, and is cancelled
+    if the client goes away.
+    """
     backend, pool = request.app[BACKEND], request.app[POOL]
     settings = backend.config.server  # its limits now: a reload may have changed them
     _ready(backend)
-    sql, explicit, options = await _sql_request(request)
-    fmt = _choose_format(explicit, request.headers.get("Accept", ""))
-    max_rows = min(_int_option(options, "max_rows", settings.max_rows, low=1), settings.max_rows)
-    min_seq = _int_option(options, "min_seq", None)
-    wait_s = min(MIN_SEQ_WAIT_S, settings.query_timeout_s)
-    if min_seq is not None and not await backend.wait_for_seq(min_seq, wait_s):
-        raise _NotReady(
-            f"the catalog has not reached seq {min_seq} within {wait_s:g} s "
-            f"(it is at {backend.engine.catalog_seq})"
-        )
+    ask = await _sql_request(request)
+    fmt = _choose_format(ask.format, request.headers.get("Accept", ""))
+    max_rows = min(ask.max_rows or settings.max_rows, settings.max_rows)
+    engine = backend.engine
+    if ask.min_seq is not None and ask.min_seq > engine.catalog_seq:
+        wait_s = min(MIN_SEQ_WAIT_S, settings.query_timeout_s)
+        if not await backend.wait_for_seq(ask.min_seq, wait_s):
+            raise _NotReady(
+                f"the catalog has not reached seq {ask.min_seq} within {wait_s:g} s "
+                f"(it is at {engine.catalog_seq})"
+            )
+    tags = request.headers.get("If-None-Match")
+    probe = engine.probe(ask.sql, fmt, max_rows)
+    if probe is not None:
+        if tags and probe.etag and _matches(tags, probe.etag, star=False):
+            return _not_modified(probe.etag, probe.catalog_seq)
+        if probe.answer is not None:
+            return _send(probe.answer, fmt, tags)
+        if probe.quick:
+            answer = engine.answer(ask.sql, fmt, max_rows)
+            assert isinstance(answer, query.Answer)
+            return _send(answer, fmt, tags)
+    cancel = query.Cancel()
+    run = functools.partial(engine.answer, ask.sql, fmt, max_rows, cancel=cancel)
+    result = await _in_thread(request, pool, cancel.set, run)
+    if isinstance(result, query.Stream):
+        return await _stream(request, pool, result, fmt)
+    return _send(result, fmt, tags)
+
+
+def _matches(tags: str, etag: str, *, star: bool) -> bool:
+    """If-None-Match's weak comparison: any tag in the list, weak or strong, or `*`."""
+    opaque = etag.removeprefix("W/")
+    for tag in tags.split(","):
+        tag = tag.strip()
+        if tag.removeprefix("W/") == opaque or (star and tag == "*"):
+            return True
+    return False
+
+
+def _not_modified(etag: str, seq: int) -> web.Response:
+    headers = {"ETag": etag, "X-Catalog-Seq": str(seq), "Cache-Control": "no-cache"}
+    return web.Response(status=304, headers={**headers, "Vary": "Accept"})
+
+
+def _answer_headers(answer: query.Answer | query.Stream, fmt: str) -> dict[str, str]:
+    headers = {
+        "Content-Type": FORMATS[fmt],
+        "X-Catalog-Seq": str(answer.catalog_seq),
+        "X-Cache": answer.cache,
+        "Vary": "Accept",
+    }
+    if answer.etag is None:
+        headers["Cache-Control"] = "no-store"  # not a function of the data: never reuse it
+    else:
+        headers["ETag"] = answer.etag
+        headers["Cache-Control"] = "no-cache"  # reusable once revalidated by its ETag
+    return headers
+
+
+def _send(answer: query.Answer, fmt: str, tags: str | None) -> web.Response:
+    if tags and answer.etag and _matches(tags, answer.etag, star=True):
+        return _not_modified(answer.etag, answer.catalog_seq)
+    return web.Response(body=answer.body, headers=_answer_headers(answer, fmt))
+
+
+class _ClientGone(Exception):
+    """The client closed the connection: there is nobody to answer."""
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _in_thread(
+    request: web.Request,
+    pool: ThreadPoolExecutor,
+    cancel: Callable[[], None],
+    work: Callable[[], T],
+) -> T:
+    """`work()` in the query pool; `cancel()` as soon as the client is seen to go away.
+
+    aiohttp cancels a handler on disconnect only if its runner was built to, so the
+    connection is also looked at while waiting. Either way, this returns only once `work`
+    is over: nothing else may touch its cursor before.
+    """
     loop = asyncio.get_running_loop()
-    if fmt == "json":
-        answer = await loop.run_in_executor(pool, backend.engine.execute_json, sql, max_rows)
-        return web.Response(
-            body=answer.body,
-            content_type="application/json",
-            headers={"X-Catalog-Seq": str(answer.catalog_seq)},
-        )
-    result = await loop.run_in_executor(pool, backend.engine.execute, sql)
-    metrics.count_streamed_rows(request, result)
-    headers = {"X-Catalog-Seq": str(result.catalog_seq)}
-    chunks = {"ndjson": query.iter_ndjson, "csv": query.iter_csv, "arrow": query.iter_arrow}[fmt]
-    return await _stream(request, pool, chunks(result), FORMATS[fmt], headers, result.close)
+    future = loop.run_in_executor(pool, work)
+    gone = False
+    try:
+        while not future.done():
+            await asyncio.wait((future,), timeout=DISCONNECT_POLL_S)
+            if not future.done() and _gone(request):
+                gone = True
+                cancel()  # at every poll: an interrupt just before DuckDB starts is lost
+    except asyncio.CancelledError:
+        while not future.done():  # the handler is cancelled when its client hangs up
+            cancel()
+            await asyncio.wait((future,), timeout=DISCONNECT_POLL_S)
+        _discard(future)
+        raise
+    if gone:
+        _discard(future)
+        raise _ClientGone()
+    return future.result()
+
+
+def _discard(future: asyncio.Future) -> None:
+    # A stream that started after its client left: release its cursor.
+    if not future.cancelled() and future.exception() is None:
+        result = future.result()
+        if isinstance(result, query.Stream):
+            result.close()
 
 
 async def _stream(
-    request: web.Request,
-    pool: ThreadPoolExecutor,
-    chunks: Iterator[bytes],
-    content_type: str,
-    headers: dict[str, str],
-    close: Callable[[], None],
+    request: web.Request, pool: ThreadPoolExecutor, stream: query.Stream, fmt: str
 ) -> web.StreamResponse:
     """Send chunks as they are produced; the first one is pulled before the headers go out,
     so an error that shows up at once still gets a JSON error status."""
-    loop = asyncio.get_running_loop()
+    headers = _answer_headers(stream, fmt)
+    response: web.StreamResponse | None = None
     try:
-        first = await loop.run_in_executor(pool, next, chunks, None)
-        response = web.StreamResponse(headers={**headers, "Content-Type": content_type})
+        chunk = await _in_thread(request, pool, stream.cancel, lambda: next(stream, None))
+        response = web.StreamResponse(headers=headers)
         await response.prepare(request)
-        chunk = first
         while chunk is not None:
             await response.write(chunk)
-            chunk = await loop.run_in_executor(pool, next, chunks, None)
+            chunk = await _in_thread(request, pool, stream.cancel, lambda: next(stream, None))
         await response.write_eof()
+        metrics.count_rows(request, stream.rows)
         return response
+    except ConnectionError:
+        stream.cancel()  # the client went away while a chunk was being sent
+        raise _ClientGone() from None
+    except LakehousedError as e:
+        if response is None:
+            raise
+        # The status went out with the first chunk: all that is left is to cut the
+        # connection, so the client sees an unfinished chunked body rather than an end.
+        log.warning("%s %s: stream cut after it started: %s", request.method, request.path, e)
+        if request.transport is not None:
+            request.transport.close()
+        raise _ClientGone() from None
     finally:
-        close()
+        stream.close()
 
 
 async def handle_datasets(request: web.Request) -> web.Response:
@@ -322,6 +549,15 @@ async def handle_status(request: web.Request) -> web.Response:
     backend = request.app[BACKEND]
     body = backend.status() | {"catalog_seq": backend.engine.catalog_seq}
     return web.json_response(body, dumps=_dumps)
+
+
+def install_event_loop() -> None:
+    """Serve on uvloop where it is installed: measured ~30 % faster at the HTTP floor."""
+    try:
+        import uvloop
+    except ImportError:  # not on this platform: asyncio's own loop serves as well
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def _dumps(value: Any) -> str:

@@ -7,13 +7,17 @@ import csv
 import hashlib
 import io
 import json
+import logging
 from pathlib import Path
 
+import aiohttp
+import duckdb
 import pyarrow as pa
 import pytest
 
 from lakehoused.config import load_config
 from lakehoused.daemon import build_app
+from lakehoused.server import BACKEND, install_event_loop
 
 
 @pytest.fixture
@@ -170,13 +174,15 @@ async def test_events_paging_and_status(api):
 
 
 async def test_min_seq_waits_for_the_catalog(api):
-    task = asyncio.ensure_future(sql(api, "SELECT count(*) FROM late", min_seq=1))
+    # A first ingest warms a converter up, so that the next fits the 2 s wait on a busy box.
+    await api.drop("warm.csv", "x\n1\n")
+    task = asyncio.ensure_future(sql(api, "SELECT count(*) FROM late", min_seq=2))
     await asyncio.sleep(0.1)
     assert not task.done()
     await api.drop("late.csv", "x\n1\n2\n")
     status, body = await task
     assert status == 200, body
-    assert (body["rows"], body["catalog_seq"]) == ([[2]], 1)
+    assert (body["rows"], body["catalog_seq"]) == ([[2]], 2)
     status, body = await sql(api, "SELECT 1", min_seq=99)
     assert status == 503 and "seq 99" in body["error"]["message"]
 
@@ -225,3 +231,197 @@ async def test_token_guards_everything_but_health(aiohttp_client, make_config, m
     assert "s3cret" not in await denied.text()
     ok = await client.get("/datasets", headers={"Authorization": "Bearer s3cret-value"})
     assert ok.status == 200
+
+
+# --- the result cache over HTTP: ETag, 304, X-Cache ----------------------------------------
+
+
+async def test_answers_carry_a_content_etag_and_revalidate_with_304(api):
+    await api.drop("w.csv", "id\n1\n2\n")
+    query = {"q": "SELECT sum(id) AS s FROM w"}
+    first = await api.get("/sql", params=query)
+    etag = first.headers["ETag"]
+    assert etag.startswith('W/"') and first.headers["X-Cache"] == "miss"
+    assert first.headers["Cache-Control"] == "no-cache" and "Accept" in first.headers["Vary"]
+    second = await api.get("/sql", params=query)
+    assert (second.headers["X-Cache"], second.headers["ETag"]) == ("hit", etag)
+    assert (await second.json())["rows"] == [[3]]
+    strong = etag.removeprefix("W/")
+    for tags in (etag, strong, f'"nope", {etag}', f'W/"x",{strong}', "*"):
+        r = await api.get("/sql", params=query, headers={"If-None-Match": tags})
+        assert r.status == 304, tags
+        assert r.headers["ETag"] == etag and r.headers["X-Catalog-Seq"] == "1"
+        assert await r.read() == b""
+    r = await api.post(
+        "/sql", json={"sql": query["q"]}, headers={"If-None-Match": etag}
+    )  # a query is a read, whichever the method
+    assert r.status == 304
+    r = await api.get("/sql", params=query, headers={"If-None-Match": '"other"'})
+    assert r.status == 200 and r.headers["ETag"] == etag
+    # Another format is another representation, with its own tag.
+    csv_answer = await api.get("/sql", params={**query, "format": "csv"})
+    assert csv_answer.headers["ETag"] not in (etag, None)
+    # New data: the old tag no longer matches, and the answer is new.
+    await api.drop("w.csv", "id\n1\n2\n3\n")
+    r = await api.get("/sql", params=query, headers={"If-None-Match": etag})
+    assert r.status == 200 and r.headers["ETag"] != etag
+    assert (await r.json())["rows"] == [[6]] and r.headers["X-Cache"] == "miss"
+
+
+async def test_an_answer_kept_across_another_datasets_change_names_the_new_seq(api):
+    await api.drop("w.csv", "id\n1\n")
+    query = {"q": "SELECT count(*) AS n FROM w"}
+    etag = (await api.get("/sql", params=query)).headers["ETag"]
+    await api.drop("other.csv", "x\n1\n")
+    r = await api.get("/sql", params=query)
+    assert (r.headers["X-Cache"], r.headers["ETag"], r.headers["X-Catalog-Seq"]) == (
+        "hit",
+        etag,
+        "2",
+    )
+    assert (await r.json())["catalog_seq"] == 2
+    r = await api.get("/sql", params=query, headers={"If-None-Match": etag})
+    assert (r.status, r.headers["X-Catalog-Seq"]) == (304, "2")
+
+
+async def test_nondeterministic_answers_are_never_cached_nor_tagged(api):
+    for _ in range(2):
+        r = await api.get(
+            "/sql", params={"q": "SELECT random() AS r"}, headers={"If-None-Match": "*"}
+        )
+        assert r.status == 200 and "ETag" not in r.headers
+        assert (r.headers["X-Cache"], r.headers["Cache-Control"]) == ("bypass", "no-store")
+
+
+async def test_streamed_answers_are_cached_when_they_fit(api):
+    await api.drop("w.csv", "id\n1\n2\n")
+    query = {"q": "SELECT id FROM w ORDER BY id", "format": "ndjson"}
+    first = await api.get("/sql", params=query)
+    body = await first.read()
+    assert first.headers["X-Cache"] == "miss" and "Transfer-Encoding" in first.headers
+    second = await api.get("/sql", params=query)
+    assert second.headers["X-Cache"] == "hit" and await second.read() == body
+    assert second.headers["Content-Type"].startswith("application/x-ndjson")
+
+
+# --- bad input: a 400 naming the field, always JSON -----------------------------------------
+
+BAD_BODIES = [
+    (b'{"sql": "SELECT 1", "max_rows": 1e400}', "max_rows", "1e400"),
+    (b'{"sql": "SELECT 1", "max_rows": Infinity}', "max_rows", "Infinity"),
+    (b'{"sql": "SELECT 1", "max_rows": 2.7}', "max_rows", "2.7"),
+    (b'{"sql": "SELECT 1", "max_rows": true}', "max_rows", "true"),
+    (b'{"sql": "SELECT 1", "max_rows": 0}', "max_rows", "0"),
+    (b'{"sql": "SELECT 1", "max_rows": "5"}', "max_rows", '"5"'),
+    (b'{"sql": "SELECT 1", "min_seq": 1e400}', "min_seq", "1e400"),
+    (b'{"sql": "SELECT 1", "min_seq": -Infinity}', "min_seq", "-Infinity"),
+    (b'{"sql": "SELECT 1", "min_seq": NaN}', "min_seq", "NaN"),
+    (b'{"sql": "SELECT 1", "min_seq": 2.7}', "min_seq", "2.7"),
+    (b'{"sql": "SELECT 1", "min_seq": true}', "min_seq", "true"),
+    (b'{"sql": "SELECT 1", "min_seq": -1}', "min_seq", "-1"),
+    (b'{"sql": "SELECT 1", "min_seq": 99999999999999999999}', "min_seq", "99999999999999999999"),
+    (b'{"sql": "SELECT 1", "limit": 5}', "limit", "limit"),
+    (b'{"sql": "SELECT 1", "format": null}', "format", "null"),
+    (b'{"sql": "SELECT 1", "format": 3}', "format", "3"),
+    (b'{"sql": "SELECT 1", "format": "xml"}', "format", "xml"),
+    (b'{"sql": null}', "sql", "null"),
+    (b'{"query": "SELECT 1"}', "query", "query"),
+    (b"[1, 2]", "body", "JSON object"),
+    (b"{not json", "body", "not valid JSON"),
+    (b'{"sql": "SELECT \'\xff\'"}', "body", "UTF-8"),
+    (b'{"sql": "SELECT \'\\ud800\'"}', "sql", "surrogate"),
+]
+
+
+async def test_bad_json_bodies_are_400_naming_the_field(api):
+    # One daemon for every case: each would cost a daemon start of its own.
+    for body, field, shown in BAD_BODIES:
+        r = await api.post("/sql", data=body, headers={"Content-Type": "application/json"})
+        assert r.status == 400 and r.headers["Content-Type"].startswith("application/json"), body
+        error = (await r.json())["error"]
+        assert error["code"] == "bad_request", body
+        assert error["message"].startswith(field) or repr(field) in error["message"], error
+        assert shown in error["message"], error
+
+
+BAD_PARAMS = [
+    ({"q": "SELECT 1", "max_rows": "2.7"}, "max_rows"),
+    ({"q": "SELECT 1", "max_rows": "1e400"}, "max_rows"),
+    ({"q": "SELECT 1", "max_rows": "Infinity"}, "max_rows"),
+    ({"q": "SELECT 1", "max_rows": "true"}, "max_rows"),
+    ({"q": "SELECT 1", "min_seq": "-1"}, "min_seq"),
+    ({"q": "SELECT 1", "min_seq": "\u0661"}, "min_seq"),  # a digit, but not an ASCII one
+    ({"q": "SELECT 1", "limit": "3"}, "limit"),
+    ({"max_rows": "3"}, "q"),
+]
+
+
+async def test_bad_query_strings_are_400_naming_the_parameter(api):
+    for params, field in BAD_PARAMS:
+        r = await api.get("/sql", params=params)
+        error = (await r.json())["error"]
+        assert (r.status, error["code"]) == (400, "bad_request"), params
+        assert field in error["message"], error
+
+
+async def test_a_text_body_that_is_not_utf8_is_a_400(api):
+    r = await api.post("/sql", data=b"SELECT '\xff\xfe'", headers={"Content-Type": "text/plain"})
+    error = (await r.json())["error"]
+    assert (r.status, error["code"]) == (400, "bad_request")
+    assert "UTF-8" in error["message"] and "byte 8" in error["message"]
+    r = await api.post(
+        "/sql", data=b"SELECT 1", params={"max_rows": "x"}, headers={"Content-Type": "text/plain"}
+    )
+    assert r.status == 400 and "max_rows" in (await r.json())["error"]["message"]
+
+
+async def test_an_unexpected_error_is_a_json_500_whose_id_is_in_the_log(api, monkeypatch, caplog):
+    engine = api.server.app[BACKEND].engine
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug, not the request's fault")
+
+    monkeypatch.setattr(engine, "probe", broken)
+    with caplog.at_level(logging.ERROR, logger="lakehoused.server"):
+        r = await api.post("/sql", json={"sql": "SELECT 1"})
+    error = (await r.json())["error"]
+    assert (r.status, error["code"]) == (500, "internal")
+    assert error["id"] in error["message"] and len(error["id"]) == 12
+    assert f"internal error {error['id']}" in caplog.text
+    assert "a bug, not the request's fault" in caplog.text  # the log has the traceback
+    assert "a bug" not in error["message"]  # the client does not
+
+
+async def test_a_driver_error_reaching_the_server_is_json(api, monkeypatch):
+    engine = api.server.app[BACKEND].engine
+
+    def failing(*args, **kwargs):
+        raise duckdb.IOException("IO Error: could not read object")
+
+    monkeypatch.setattr(engine, "probe", failing)
+    r = await api.post("/sql", json={"sql": "SELECT 1"})
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.status == 400 and "could not read object" in (await r.json())["error"]["message"]
+
+
+async def test_a_stream_cut_by_the_time_limit_never_looks_complete(api):
+    """Past its first chunk a stream's status is sent: a failure cuts the connection, so the
+    client sees an unfinished body, never a short answer that looks whole."""
+    endless = "SELECT a.range AS n FROM range(1000000) a, range(1000000) b"
+    r = await api.post("/sql", json={"sql": endless, "format": "csv"})
+    assert r.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        while await r.content.readany():
+            pass
+    status, body = await sql(api, "SELECT 42 AS x")
+    assert (status, body["rows"]) == (200, [[42]])
+
+
+def test_lakehoused_run_serves_on_uvloop():
+    uvloop = pytest.importorskip("uvloop")
+    before = asyncio.get_event_loop_policy()
+    try:
+        install_event_loop()
+        assert isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
+    finally:
+        asyncio.set_event_loop_policy(before)
