@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lakehoused import __version__, events, lifecycle, logs, operations
+from lakehoused import __version__, events, lifecycle, logs, operations, timetravel
 from lakehoused.config import Config, load_config
 from lakehoused.errors import LakehousedError, UnknownDataset
 from lakehoused.lakehouse import Lakehouse
@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=FORMATS, default="table")
     sql.add_argument(
         "--max-rows", type=int, help="rows in json/table output (default: server.max_rows)"
+    )
+    sql.add_argument(
+        "--as-of", type=int, metavar="SEQ", help="see every dataset as it was after event SEQ"
     )
     log = command("log", "show the event log")
     log.add_argument("--after", type=int, default=0, metavar="SEQ", help="events after this seq")
@@ -163,8 +166,16 @@ def cmd_sql(config: Config, args: argparse.Namespace) -> int:
     """One query through the server's engine."""
     max_rows = args.max_rows or config.server.max_rows
     with Lakehouse(config, read_only=True) as lakehouse:
-        engine = lakehouse.open_engine()
+        if args.as_of is not None:
+            specs, gone = timetravel.state_specs(lakehouse, args.as_of)
+            timetravel.refuse_gone(args.query, gone)
+            engine = lakehouse.new_engine(specs, args.as_of, memory_cache=False)
+        else:
+            engine = lakehouse.open_engine()
         try:
+            pins = timetravel.pinned_names(args.query)
+            if pins:
+                timetravel.add_pins(engine, lakehouse, pins)
             out = sys.stdout.buffer
             if args.format == "table":
                 with engine.execute(args.query) as result:

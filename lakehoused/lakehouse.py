@@ -161,14 +161,20 @@ class Lakehouse:
 
     def open_engine(self) -> QueryEngine:
         """A sandboxed query engine with one view per dataset, at the catalog's position."""
+        seq, specs, _ = self.view_state()
+        return self.new_engine(specs, seq)
+
+    def new_engine(
+        self, specs: dict[str, ViewSpec], seq: int, *, memory_cache: bool = True
+    ) -> QueryEngine:
+        """A sandboxed query engine showing `specs` as the catalog state `seq`."""
         server = self.config.server
         engine = QueryEngine(
             self.cache.root,
             memory_limit=server.memory_limit,
             timeout_s=server.query_timeout_s,
-            cache_bytes=server.memory_cache_bytes,
+            cache_bytes=server.memory_cache_bytes if memory_cache else 0,
             result_cache_bytes=server.result_cache_bytes,
         )
-        seq, specs, _ = self.view_state()
         engine.sync(specs, seq)
         return engine

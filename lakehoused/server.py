@@ -21,7 +21,7 @@ import duckdb
 import orjson
 from aiohttp import web
 
-from lakehoused import __version__, events, metrics, query, search
+from lakehoused import __version__, events, metrics, query, search, timetravel
 from lakehoused import web as page
 from lakehoused.catalog import Catalog
 from lakehoused.config import Config, ServerConfig
@@ -70,6 +70,12 @@ class Backend(Protocol):
 
     async def wait_for_seq(self, seq: int, timeout_s: float) -> bool:
         """Wait until the views show `seq`; False on timeout."""
+
+    def engine_at(self, seq: int, sql: str) -> query.QueryEngine:
+        """An engine showing the catalog as it was after `seq`, ready for `sql` (time travel)."""
+
+    def pin(self, names: set[str]) -> None:
+        """Add the past versions `sql` names (`sales@3`) to the current engine."""
 
 
 BACKEND = web.AppKey("backend", Backend)
@@ -162,10 +168,11 @@ class SqlRequest:
     format: str | None  # None: by the Accept header
     max_rows: int | None
     min_seq: int | None
+    as_of: int | None = None
 
 
-_BODY_KEYS = ("sql", "format", "max_rows", "min_seq")
-_PARAMS = ("q", "sql", "format", "max_rows", "min_seq")
+_BODY_KEYS = ("sql", "format", "max_rows", "min_seq", "as_of")
+_PARAMS = ("q", "sql", "format", "max_rows", "min_seq", "as_of")
 _BIGGEST = 2**63 - 1
 
 
@@ -217,6 +224,7 @@ async def _sql_request(request: web.Request) -> SqlRequest:
         options.get("format"),
         _whole(options, "max_rows", low=1, text=text),
         _whole(options, "min_seq", low=0, text=text),
+        _whole(options, "as_of", low=0, text=text),
     )
 
 
@@ -315,23 +323,28 @@ async def handle_sql(request: web.Request) -> web.StreamResponse:
                 f"the catalog has not reached seq {ask.min_seq} within {wait_s:g} s "
                 f"(it is at {engine.catalog_seq})"
             )
+    past = ask.as_of is not None  # an answer about a past state never changes
+    if past:
+        engine = await asyncio.to_thread(backend.engine_at, ask.as_of, ask.sql)
+    elif "@" in ask.sql and (pins := timetravel.pinned_names(ask.sql)) - engine.views():
+        await asyncio.to_thread(backend.pin, pins)
     tags = request.headers.get("If-None-Match")
     probe = engine.probe(ask.sql, fmt, max_rows)
     if probe is not None:
         if tags and probe.etag and _matches(tags, probe.etag, star=False):
-            return _not_modified(probe.etag, probe.catalog_seq)
+            return _not_modified(probe.etag, probe.catalog_seq, past)
         if probe.answer is not None:
-            return _send(probe.answer, fmt, tags)
+            return _send(probe.answer, fmt, tags, past)
         if probe.quick:
             answer = engine.answer(ask.sql, fmt, max_rows)
             assert isinstance(answer, query.Answer)
-            return _send(answer, fmt, tags)
+            return _send(answer, fmt, tags, past)
     cancel = query.Cancel()
     run = functools.partial(engine.answer, ask.sql, fmt, max_rows, cancel=cancel)
     result = await _in_thread(request, pool, cancel.set, run)
     if isinstance(result, query.Stream):
-        return await _stream(request, pool, result, fmt)
-    return _send(result, fmt, tags)
+        return await _stream(request, pool, result, fmt, past)
+    return _send(result, fmt, tags, past)
 
 
 def _matches(tags: str, etag: str, *, star: bool) -> bool:
@@ -344,12 +357,19 @@ def _matches(tags: str, etag: str, *, star: bool) -> bool:
     return False
 
 
-def _not_modified(etag: str, seq: int) -> web.Response:
-    headers = {"ETag": etag, "X-Catalog-Seq": str(seq), "Cache-Control": "no-cache"}
+IMMUTABLE = "public, max-age=31536000, immutable"
+"""Cache-Control of an answer about a past state (as_of): it can never change."""
+
+
+def _not_modified(etag: str, seq: int, past: bool = False) -> web.Response:
+    cache = IMMUTABLE if past else "no-cache"
+    headers = {"ETag": etag, "X-Catalog-Seq": str(seq), "Cache-Control": cache}
     return web.Response(status=304, headers={**headers, "Vary": "Accept"})
 
 
-def _answer_headers(answer: query.Answer | query.Stream, fmt: str) -> dict[str, str]:
+def _answer_headers(
+    answer: query.Answer | query.Stream, fmt: str, past: bool = False
+) -> dict[str, str]:
     headers = {
         "Content-Type": FORMATS[fmt],
         "X-Catalog-Seq": str(answer.catalog_seq),
@@ -360,14 +380,15 @@ def _answer_headers(answer: query.Answer | query.Stream, fmt: str) -> dict[str, 
         headers["Cache-Control"] = "no-store"  # not a function of the data: never reuse it
     else:
         headers["ETag"] = answer.etag
-        headers["Cache-Control"] = "no-cache"  # reusable once revalidated by its ETag
+        # Reusable once revalidated by its ETag; an answer about a past state, for ever.
+        headers["Cache-Control"] = IMMUTABLE if past else "no-cache"
     return headers
 
 
-def _send(answer: query.Answer, fmt: str, tags: str | None) -> web.Response:
+def _send(answer: query.Answer, fmt: str, tags: str | None, past: bool = False) -> web.Response:
     if tags and answer.etag and _matches(tags, answer.etag, star=True):
-        return _not_modified(answer.etag, answer.catalog_seq)
-    return web.Response(body=answer.body, headers=_answer_headers(answer, fmt))
+        return _not_modified(answer.etag, answer.catalog_seq, past)
+    return web.Response(body=answer.body, headers=_answer_headers(answer, fmt, past))
 
 
 class _ClientGone(Exception):
@@ -421,11 +442,15 @@ def _discard(future: asyncio.Future) -> None:
 
 
 async def _stream(
-    request: web.Request, pool: ThreadPoolExecutor, stream: query.Stream, fmt: str
+    request: web.Request,
+    pool: ThreadPoolExecutor,
+    stream: query.Stream,
+    fmt: str,
+    past: bool = False,
 ) -> web.StreamResponse:
     """Send chunks as they are produced; the first one is pulled before the headers go out,
     so an error that shows up at once still gets a JSON error status."""
-    headers = _answer_headers(stream, fmt)
+    headers = _answer_headers(stream, fmt, past)
     response: web.StreamResponse | None = None
     try:
         chunk = await _in_thread(request, pool, stream.cancel, lambda: next(stream, None))

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from lakehoused import metrics, retention, systemd
+from lakehoused import metrics, retention, systemd, timetravel
 from lakehoused.config import Config, load_config
 from lakehoused.daemon.converters import ConverterPool
 from lakehoused.daemon.files import FileIngest
@@ -31,6 +31,7 @@ from lakehoused.errors import ConfigError, LakehousedError, Transient
 from lakehoused.inbox import SourceFile, open_inbox
 from lakehoused.ingest.pipeline import Outcome
 from lakehoused.lakehouse import Lakehouse
+from lakehoused.query import QueryEngine
 from lakehoused.reload import plan as plan_reload
 from lakehoused.server import BACKEND, make_app
 
@@ -57,6 +58,7 @@ class Daemon:
         self.lakehouse.staging.remove_stale()
         self.engine = self.lakehouse.open_engine()
         self.metrics = metrics.Metrics()
+        self.past = timetravel.PastStates(self.lakehouse)
         self.views = Views(self.lakehouse, self.engine, self.health, self.metrics.count_event)
         self.inbox = open_inbox(config.inbox)
         self.converters = ConverterPool(config, CONVERTERS)
@@ -109,6 +111,7 @@ class Daemon:
         await asyncio.to_thread(self.converters.shutdown)
         # A converter stopped mid-warm-up (or an ingest abandoned) leaves its workspace.
         self.lakehouse.staging.remove_stale()
+        self.past.close()
         self.engine.close()
         self.lakehouse.close()
         log.info("stopped")
@@ -197,6 +200,14 @@ class Daemon:
         self.config = self.lakehouse.config = self.lakehouse.ingestor.config = config
         self.engine.timeout_s = config.server.query_timeout_s
         logging.getLogger().setLevel(config.server.log_level.upper())
+
+    def engine_at(self, seq: int, sql: str) -> QueryEngine:
+        """An engine showing the catalog as it was after `seq`, ready for `sql`."""
+        return self.past.engine(seq, sql)
+
+    def pin(self, names: set[str]) -> None:
+        """Add the past versions a query names (`sales@3`) to the current engine."""
+        timetravel.add_pins(self.engine, self.lakehouse, names)
 
     async def wait_for_seq(self, seq: int, timeout_s: float) -> bool:
         """Wait until the views show `seq` (read-your-writes); False on timeout."""

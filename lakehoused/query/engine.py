@@ -59,6 +59,7 @@ DIRECT_S = 0.002
 # server's event loop): a hand-off to a thread and back costs a good part of it, more so
 # on a busy machine, where waking a thread waits for a core.
 QUICK_S = 0.001
+PINNED_VIEWS = 64  # past versions ("name@3") an engine keeps views of
 # In memory a dataset takes about this many times its Parquet bytes (measured: the 500k-row
 # workers file, 13 MB of Parquet, is 79 MB as a DuckDB table).
 CACHE_EXPANSION = 8
@@ -235,6 +236,8 @@ class QueryEngine:
         self._gen = 0  # odd while sync swaps the views
         self._state = _State(0, {})
         self._views: dict[str, _Definition] = {}  # each dataset as the engine holds it now
+        self._synced: dict[str, ViewSpec] = {}  # the datasets of the last sync
+        self._pinned: dict[str, ViewSpec] = {}  # past versions ("name@3"): kept across syncs
         self._sync_lock = threading.Lock()  # one catalog change at a time
         self._cursor_lock = threading.Lock()  # the parent connection is not thread-safe
         self._idle: list[duckdb.DuckDBPyConnection] = []  # cursors between queries
@@ -263,41 +266,57 @@ class QueryEngine:
         then costs a scan of memory, not a Parquet decode, and no view to bind (a view costs
         ~0.15 ms a query here). Others are views over their objects.
         """
+        with self._sync_lock:
+            self._sync(views, seq)
+
+    def _sync(self, views: Mapping[str, ViewSpec], seq: int) -> None:
+        self._synced = dict(views)
+        views = {**views, **self._pinned}
         cached = _fits_cache(views, self.cache_bytes)
         wanted = {name: _definition(name, spec, name in cached) for name, spec in views.items()}
         contents = {
             name: results.content_id([(c.name, c.type) for c in spec.columns], spec.paths)
             for name, spec in views.items()
         }
+        self._shadow.sync({n: [(c.name, c.type) for c in v.columns] for n, v in views.items()})
+        changed = {n: d for n, d in wanted.items() if self._views.get(n) != d}
+        loads = sorted(d.copy for d in changed.values() if d.copy)
+        # Copies load before the swap, while queries run on, under names no query uses.
+        self._transaction([(n, d.create) for n, d in sorted(changed.items()) if d.copy], undo=loads)
+        statements = [
+            (name, f"DROP {self._views[name].kind} {ident(name)}")
+            for name in sorted(self._views.keys() - wanted.keys())
+        ]
+        for name, definition in sorted(changed.items()):
+            if name in self._views:  # queries running keep their snapshot of the old one
+                statements.append((name, f"DROP {self._views[name].kind} {ident(name)}"))
+            if definition.copy:
+                sql = f"ALTER TABLE {ident(definition.copy)} RENAME TO {ident(name)}"
+                statements.append((name, sql))
+            else:
+                statements.append((name, definition.create))
+        # A macro, not a table: a query reads it as a constant, in its own snapshot.
+        statements.append(("", f"CREATE OR REPLACE MACRO {SEQ_MACRO}() AS {int(seq)}"))
+        self._gen += 1  # odd: queries starting now cannot trust _state
+        try:
+            self._transaction(statements, undo=loads)
+            self._state = _State(seq, contents)
+        finally:
+            self._gen += 1
+        self._views = wanted
+
+    def views(self) -> set[str]:
+        """The names a query can read now (datasets, and the past versions added)."""
+        return set(self._views)
+
+    def add(self, pinned: Mapping[str, ViewSpec]) -> None:
+        """Add views of past versions (`name@N`), which stay across syncs: their data never
+        changes. The oldest go beyond PINNED_VIEWS."""
         with self._sync_lock:
-            self._shadow.sync({n: [(c.name, c.type) for c in v.columns] for n, v in views.items()})
-            changed = {n: d for n, d in wanted.items() if self._views.get(n) != d}
-            loads = sorted(d.copy for d in changed.values() if d.copy)
-            # Copies load before the swap, while queries run on, under names no query uses.
-            self._transaction(
-                [(n, d.create) for n, d in sorted(changed.items()) if d.copy], undo=loads
-            )
-            statements = [
-                (name, f"DROP {self._views[name].kind} {ident(name)}")
-                for name in sorted(self._views.keys() - wanted.keys())
-            ]
-            for name, definition in sorted(changed.items()):
-                if name in self._views:  # queries running keep their snapshot of the old one
-                    statements.append((name, f"DROP {self._views[name].kind} {ident(name)}"))
-                if definition.copy:
-                    sql = f"ALTER TABLE {ident(definition.copy)} RENAME TO {ident(name)}"
-                    statements.append((name, sql))
-                else:
-                    statements.append((name, definition.create))
-            # A macro, not a table: a query reads it as a constant, in its own snapshot.
-            statements.append(("", f"CREATE OR REPLACE MACRO {SEQ_MACRO}() AS {int(seq)}"))
-            self._gen += 1  # odd: queries starting now cannot trust _state
-            try:
-                self._transaction(statements, undo=loads)
-                self._state = _State(seq, contents)
-            finally:
-                self._gen += 1
-            self._views = wanted
+            self._pinned.update(pinned)
+            while len(self._pinned) > PINNED_VIEWS:
+                del self._pinned[next(iter(self._pinned))]
+            self._sync(self._synced, self._state.seq)
 
     def _transaction(self, statements: list[tuple[str, str]], undo: list[str]) -> None:
         """Run (dataset, SQL) pairs in one transaction; on failure drop the tables in `undo`."""
