@@ -31,6 +31,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -191,14 +192,37 @@ def checks(source: Path, ours: Path, theirs: Path) -> list[str]:
     ]
 
 
+def upload_to_queryable(trials: int = 20) -> None:
+    """A 1,000-row CSV uploaded under a watched prefix of nanio until it answers a query, with
+    rescan_s = 1 (bench/bucket.py's latency section); target p50 <= 1 s."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench import bucket
+
+    with tempfile.TemporaryDirectory(prefix="lh-ingest-s3-") as tmp:
+        work = Path(tmp)
+        nanio = bucket.Nanio(work / "nanio" / "data").start()
+        try:
+            bucket.latency(nanio, work, trials)
+        finally:
+            nanio.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--big", action="store_true", help=f"{BIG_ROWS:,} rows (~675 MB), 3 runs")
     ap.add_argument("--rows", type=int, help=f"rows to generate (default {DEFAULT_ROWS:,})")
     ap.add_argument("--runs", type=int, help="runs per side (default 5; 3 with --big)")
     ap.add_argument("--keep-data", action="store_true", help="keep the last Parquet outputs")
+    ap.add_argument(
+        "--bucket",
+        action="store_true",
+        help="a bucket inbox instead: upload -> queryable, p50 over 20 files (bench/bucket.py)",
+    )
     ap.add_argument("--child", nargs=3, metavar=("SIDE", "CSV", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.bucket:
+        upload_to_queryable()
+        return
     if a.child:
         side, source, target = a.child
         child(side, Path(source), Path(target))
