@@ -6,20 +6,19 @@ bad value, except where the key looks like it holds a secret: then the value is 
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import difflib
 import ipaddress
-import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from . import config_checks as check
+from .config_checks import FrozenDict, size_bytes
 from .errors import ConfigError, RejectedFile
 from .names import is_valid_dataset_name, normalise_dataset_name
 
@@ -32,8 +31,6 @@ MODES = ("replace", "append")
 """Values of ``datasets.<name>.mode``."""
 SCHEMA_CHANGES = ("reject", "add_columns", "overwrite")
 """Values of ``datasets.<name>.on_schema_change``."""
-COLUMN_TYPES = ("BOOLEAN", "BIGINT", "DOUBLE", "DATE", "TIMESTAMP", "VARCHAR")
-"""Column types ``datasets.<name>.types`` may force (stored upper-case)."""
 BAD_ROWS = ("reject", "quarantine")
 """Values of ``datasets.<name>.on_bad_rows``."""
 AFTER_INGEST = ("archive", "delete", "keep")
@@ -82,27 +79,6 @@ DATASET_KEYS = (
 )
 # S3 bucket names (the common subset of AWS's and MinIO's rules).
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_ENDPOINT_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
-_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# A key named like one of these may hold a secret, so its value never appears in a message.
-_SECRET_LIKE = re.compile(r"token|secret|passw|key|credential|auth", re.IGNORECASE)
-
-
-class FrozenDict(dict):
-    """A dict that cannot change after it is made, and that pickles (to converter processes)."""
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("settings cannot change once loaded")
-
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
-    __ior__ = _refuse  # type: ignore[assignment]
-
-    def __reduce__(self) -> tuple:
-        return (FrozenDict, (dict(self),))
-
-    def __hash__(self) -> int:  # type: ignore[override]
-        return hash(tuple(sorted(self.items())))
 
 
 @dataclass(frozen=True)
@@ -339,11 +315,11 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
 
 
 def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], file: Path | None) -> Config:
-    _check_keys(doc, "", tuple(KEYS))
-    sections = {name: _table(doc.get(name, {}), name) for name in KEYS}
+    check.check_keys(doc, "", tuple(KEYS))
+    sections = {name: check.table(doc.get(name, {}), name) for name in KEYS}
     for name, keys in KEYS.items():
         if name != "datasets":
-            _check_keys(sections[name], name, keys)
+            check.check_keys(sections[name], name, keys)
 
     inbox, store = sections["inbox"], sections["store"]
     inbox_path, inbox_bucket = _location(inbox, "inbox", base)
@@ -357,25 +333,27 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], file: Path |
         inbox=InboxConfig(
             path=inbox_path,
             s3=inbox_s3,
-            **_options(
+            **check.options(
                 inbox,
                 "inbox",
-                settle_ms=_integer(0),
-                rescan_s=_number(lambda v: v >= 0, "a number >= 0 (0 = off)"),
-                after_ingest=_one_of(AFTER_INGEST),
+                settle_ms=check.integer(0),
+                rescan_s=check.number(lambda v: v >= 0, "a number >= 0 (0 = off)"),
+                after_ingest=check.one_of(AFTER_INGEST),
             ),
         ),
         store=StoreConfig(
             store_path,
             store_s3,
-            **_options(store, "store", cache_size=_memory_size(allow_zero=False)),
+            **check.options(store, "store", cache_size=check.memory_size(allow_zero=False)),
         ),
         state=StateConfig(_location(sections["state"], "state", base)[0]),
         server=_server(sections["server"], env),
         datasets=FrozenDict(
             {name: _dataset(raw, name) for name, raw in sections["datasets"].items()}
         ),
-        retention=RetentionConfig(**_options(sections["retention"], "retention", **_RETENTION)),
+        retention=RetentionConfig(
+            **check.options(sections["retention"], "retention", **check.RETENTION)
+        ),
         s3=endpoint,
     )
     if config.inbox.path is not None:
@@ -389,18 +367,18 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], file: Path |
 
 
 def _server(table: dict[str, Any], env: Mapping[str, str]) -> ServerConfig:
-    opts = _options(
+    opts = check.options(
         table,
         "server",
-        host=_string,
-        port=_integer(0, 65535),
-        max_rows=_integer(1),
-        query_timeout_s=_number(lambda v: v > 0, "a number > 0"),
-        memory_limit=_memory_limit,
-        memory_cache=_memory_size(allow_zero=True),
-        result_cache=_memory_size(allow_zero=True),
-        token_env=_env_name,
-        log_level=_one_of(LOG_LEVELS),
+        host=check.string,
+        port=check.integer(0, 65535),
+        max_rows=check.integer(1),
+        query_timeout_s=check.number(lambda v: v > 0, "a number > 0"),
+        memory_limit=check.memory_limit,
+        memory_cache=check.memory_size(allow_zero=True),
+        result_cache=check.memory_size(allow_zero=True),
+        token_env=check.env_name,
+        log_level=check.one_of(LOG_LEVELS),
     )
     token = _read_token(opts["token_env"], env) if "token_env" in opts else None
     host = opts.get("host", ServerConfig.host)
@@ -422,26 +400,26 @@ def _dataset(raw: Any, name: str) -> DatasetOptions:
         raise ConfigError(
             f"{key}: not a valid dataset name; use lower case letters, digits and _{hint}"
         )
-    table = _table(raw, key)
-    _check_keys(table, key, DATASET_KEYS)
+    table = check.table(raw, key)
+    check.check_keys(table, key, DATASET_KEYS)
     options = DatasetOptions(
-        **_options(
+        **check.options(
             table,
             key,
-            mode=_one_of(MODES),
-            on_schema_change=_one_of(SCHEMA_CHANGES),
-            null_values=_null_values,
-            types=_types,
-            encoding=_encoding,
-            delimiter=_delimiter,
-            **_RETENTION,
-            quote=_quote,
-            escape=_dialect_char("escape"),
-            header=_boolean,
-            skip_rows=_integer(0, 1_000_000),
-            comment=_dialect_char("comment"),
-            on_bad_rows=_one_of(BAD_ROWS),
-            converter_memory=_converter_memory,
+            mode=check.one_of(MODES),
+            on_schema_change=check.one_of(SCHEMA_CHANGES),
+            null_values=check.null_values,
+            types=check.types,
+            encoding=check.encoding,
+            delimiter=check.delimiter,
+            **check.RETENTION,
+            quote=check.quote,
+            escape=check.dialect_char("escape"),
+            header=check.boolean,
+            skip_rows=check.integer(0, 1_000_000),
+            comment=check.dialect_char("comment"),
+            on_bad_rows=check.one_of(BAD_ROWS),
+            converter_memory=check.converter_memory,
         )
     )
     _distinct_dialect_chars(options, key)
@@ -476,7 +454,7 @@ def _location(
     if "path" in table and "url" in table:
         raise ConfigError(f"{section}.url: give {section}.path or {section}.url, not both")
     if "url" in table:
-        raw = _string(table["url"], f"{section}.url")
+        raw = check.string(table["url"], f"{section}.url")
         # Only the scheme and host are echoed: a URL may carry credentials.
         parts = urlsplit(raw)
         scheme = parts.scheme.lower()
@@ -497,7 +475,7 @@ def _location(
         if not rel:
             raise ConfigError(f"{section}.url: a file:// URL needs a path")
     else:
-        rel = _string(table.get("path", _DEFAULT_PATHS[section]), f"{section}.path")
+        rel = check.string(table.get("path", _DEFAULT_PATHS[section]), f"{section}.path")
     return _absolute(base / rel), None
 
 
@@ -544,14 +522,14 @@ def _s3(table: dict[str, Any], env: Mapping[str, str] | None) -> S3Endpoint | No
 
     None when no bucket is used (``env`` is None): the section is only checked then.
     """
-    opts = _options(
+    opts = check.options(
         table,
         "s3",
-        endpoint=_endpoint,
-        region=_string,
-        secure=_boolean,
-        access_key_env=_env_name,
-        secret_key_env=_env_name,
+        endpoint=check.endpoint,
+        region=check.string,
+        secure=check.boolean,
+        access_key_env=check.env_name,
+        secret_key_env=check.env_name,
     )
     if env is None:
         return None
@@ -620,245 +598,3 @@ def _is_loopback(host: str) -> bool:
 def _absolute(path: Path) -> Path:
     # Lexical, like litestream's filepath.Abs: a symlinked config dir keeps its own siblings.
     return Path(os.path.abspath(path))
-
-
-# -- parse and validate: small checkers, each (value, dotted key) -> value ------------------
-
-_Check = Callable[[Any, str], Any]
-
-
-def _bad(key: str, expected: str, value: Any) -> ConfigError:
-    """``<key>: must be <expected>, got <value>``; the value withheld for a secret-like key."""
-    leaf = key.rsplit(".", 1)[-1]
-    if _SECRET_LIKE.search(leaf):
-        got = f"a {_toml_type(value)} (value not shown)"
-    elif isinstance(value, bool):
-        got = "true" if value else "false"
-    else:
-        got = repr(value)
-    return ConfigError(f"{key}: must be {expected}, got {got}")
-
-
-def _toml_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, str | int | float):
-        return {str: "string", int: "integer", float: "float"}[type(value)]
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "table"
-    return "date/time"
-
-
-def _check_keys(table: dict[str, Any], prefix: str, allowed: tuple[str, ...]) -> None:
-    dot = f"{prefix}." if prefix else ""
-    for key in table:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"; did you mean {dot}{close[0]}?" if close else ""
-            raise ConfigError(f"{dot}{key}: unknown key{hint}")
-
-
-def _table(value: Any, key: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _bad(key, "a table", value)
-    return value
-
-
-def _options(table: dict[str, Any], section: str, **checks: _Check) -> dict[str, Any]:
-    """The keys present in ``table`` that have a check, checked; absent keys keep defaults."""
-    return {
-        name: check(table[name], f"{section}.{name}")
-        for name, check in checks.items()
-        if name in table
-    }
-
-
-def _string(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise _bad(key, "a non-empty string", value)
-    return value
-
-
-def _boolean(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise _bad(key, "true or false", value)
-    return value
-
-
-def _endpoint(value: Any, key: str) -> str:
-    if isinstance(value, str) and "://" in value:
-        raise ConfigError(
-            f"{key}: give host:port without a scheme (got a URL); "
-            "s3.secure = false selects http instead of https"
-        )
-    if not isinstance(value, str) or not _ENDPOINT_RE.match(value):
-        raise _bad(key, "host or host:port, like 127.0.0.1:9000 or s3.amazonaws.com", value)
-    port = value.rsplit(":", 1)[1] if ":" in value and not value.endswith("]") else None
-    if port is not None and not 0 < int(port) < 65536:
-        raise _bad(key, "host:port with a port of 1-65535", value)
-    return value
-
-
-def _integer(lo: int, hi: int | None = None) -> _Check:
-    expected = f"an integer >= {lo}" if hi is None else f"{lo}-{hi}"
-
-    def check(value: Any, key: str) -> int:
-        # bool is an int subclass in Python, but "port = true" is a mistake.
-        if (
-            not isinstance(value, int)
-            or isinstance(value, bool)
-            or value < lo
-            or (hi is not None and value > hi)
-        ):
-            raise _bad(key, expected, value)
-        return value
-
-    return check
-
-
-def _number(ok: Callable[[float], bool], expected: str) -> _Check:
-    def check(value: Any, key: str) -> float:
-        if (
-            not isinstance(value, int | float)
-            or isinstance(value, bool)
-            or not math.isfinite(value)
-            or not ok(value)
-        ):
-            raise _bad(key, expected, value)
-        return value
-
-    return check
-
-
-def _one_of(choices: tuple[str, ...]) -> _Check:
-    def check(value: Any, key: str) -> str:
-        if not isinstance(value, str) or value not in choices:
-            raise _bad(key, f"one of {', '.join(choices)}", value)
-        return value
-
-    return check
-
-
-def _memory_limit(value: Any, key: str) -> str:
-    match = _MEMORY_RE.match(value) if isinstance(value, str) else None
-    if match is None or float(match.group(1)) <= 0:
-        raise _bad(key, 'a size like "2GB", "512MB" or "1.5GiB"', value)
-    return value
-
-
-def _memory_size(*, allow_zero: bool) -> _Check:
-    def check(value: Any, key: str) -> str:
-        match = _MEMORY_RE.match(value) if isinstance(value, str) else None
-        if (
-            match is None
-            or float(match.group(1)) < 0
-            or (not allow_zero and not float(match.group(1)))
-        ):
-            examples = '"512MB", "1GiB" or "0MB"' if allow_zero else '"512MB" or "20GiB"'
-            raise _bad(key, f"a size like {examples}", value)
-        return value
-
-    return check
-
-
-_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-
-
-def size_bytes(text: str) -> int:
-    """A validated size such as "512MB" or "1.5GiB" in bytes."""
-    match = _MEMORY_RE.match(text)
-    if match is None:
-        raise ConfigError(f"not a size: {text!r}")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
-
-
-def _env_name(value: Any, key: str) -> str:
-    # Also used as a file name under $CREDENTIALS_DIRECTORY, so no "/" or "..".
-    if not isinstance(value, str) or not _ENV_NAME_RE.match(value):
-        raise _bad(key, "the name of an environment variable (letters, digits, _)", value)
-    return value
-
-
-def _null_values(value: Any, key: str) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise _bad(key, "a list of non-empty strings", value)
-    return tuple(_string(item, f"{key}[{i}]") for i, item in enumerate(value))
-
-
-def _types(value: Any, key: str) -> Mapping[str, str]:
-    table = _table(value, key)
-    types = {}
-    for column, name in table.items():
-        if not isinstance(name, str) or name.upper() not in COLUMN_TYPES:
-            raise _bad(f"{key}.{column}", f"one of {', '.join(COLUMN_TYPES)}", name)
-        types[column] = name.upper()
-    return FrozenDict(types)
-
-
-def _encoding(value: Any, key: str) -> str:
-    expected = "a Python codec name such as utf-8, cp1252, shift_jis or utf-16-le"
-    if not isinstance(value, str) or not value:
-        raise _bad(key, expected, value)
-    try:
-        codecs.lookup(value)
-    except LookupError:
-        raise _bad(key, expected, value) from None
-    # Text codecs only: "rot13" or "base64" would name no character set.
-    if not codecs.lookup(value)._is_text_encoding:  # type: ignore[attr-defined]
-        raise _bad(key, expected, value)
-    return value.lower()
-
-
-def _boolean(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise _bad(key, "true or false", value)
-    return value
-
-
-# Characters that can never be part of a dialect: they end records.
-_LINE_BREAKS = "\r\n"
-
-
-def _quote(value: Any, key: str) -> str:
-    if not isinstance(value, str) or len(value) > 1 or (value and value in _LINE_BREAKS):
-        raise _bad(key, 'one character, or "" for no quoting', value)
-    return _ascii(value, key)
-
-
-def _dialect_char(name: str) -> _Check:
-    def check(value: Any, key: str) -> str:
-        if not isinstance(value, str) or len(value) != 1 or value in _LINE_BREAKS:
-            raise _bad(key, "exactly one character (not a line break)", value)
-        return _ascii(value, key)
-
-    return check
-
-
-def _converter_memory(value: Any, key: str) -> str:
-    match = _MEMORY_RE.match(value) if isinstance(value, str) else None
-    if match is None or size_bytes(value) < 64 * 2**20:
-        raise _bad(key, 'a size of at least 64MiB, like "256MB" or "1GiB"', value)
-    return value
-
-
-def _delimiter(value: Any, key: str) -> str:
-    # A quote or line break as delimiter would make every row ambiguous.
-    if not isinstance(value, str) or len(value) != 1 or value in '"\r\n':
-        raise _bad(key, "exactly one character (not a quote or line break)", value)
-    return _ascii(value, key)
-
-
-def _ascii(value: str, key: str) -> str:
-    # The CSV grammar is checked byte by byte: a dialect character must be one byte.
-    if not value.isascii():
-        raise _bad(key, "an ASCII character", value)
-    return value
-
-
-_RETENTION: dict[str, _Check] = {
-    "keep_versions": _integer(1),
-    "keep_days": _number(lambda v: v > 0, "a number of days > 0"),
-}
