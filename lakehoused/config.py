@@ -167,16 +167,6 @@ class S3Location:
         """``s3://bucket/prefix/``, for messages and events (never a secret)."""
         return f"s3://{self.bucket}/{self.prefix}"
 
-    encoding: str = "utf-8"  # any Python codec name; utf-8 also honours a UTF-16/32 BOM
-    delimiter: str | None = None  # one character; None = sniffed (then by file suffix)
-    quote: str = '"'  # one character; "" = no quoting (quote characters are literal)
-    escape: str | None = None  # one character escaping the next; None = quotes are doubled
-    header: bool | None = None  # None = a header row is expected; False = column_1..N
-    skip_rows: int = 0  # lines above the header (a title, notes) to skip
-    comment: str | None = None  # lines starting with this character are skipped
-    on_bad_rows: str = "reject"  # "reject" the file | "quarantine" bad records, keep the rest
-    converter_memory: str = "256MiB"  # the converter's memory budget for this dataset's files
-
 
 @dataclass(frozen=True)
 class InboxConfig:
