@@ -56,6 +56,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "result_cache",
         "token_env",
         "log_level",
+        "slow_query_ms",
     ),
     "retention": ("keep_versions", "keep_days"),
     "datasets": (),
@@ -208,6 +209,7 @@ class ServerConfig:
     port: int = 8765  # 0 = any free port
     max_rows: int = 10000
     query_timeout_s: float = 30
+    slow_query_ms: int = 1000  # a query slower than this is logged; 0 = none
     memory_limit: str = "2GB"
     memory_cache: str = "512MB"  # datasets held in memory (part of memory_limit); "0MB" = off
     result_cache: str = "64MB"  # answers kept until the datasets they read change; "0MB" = off
@@ -364,6 +366,7 @@ def _server(table: dict[str, Any], env: Mapping[str, str]) -> ServerConfig:
         port=check.integer(0, 65535),
         max_rows=check.integer(1),
         query_timeout_s=check.number(lambda v: v > 0, "a number > 0"),
+        slow_query_ms=check.integer(0),
         memory_limit=check.memory_limit,
         memory_cache=check.memory_size(allow_zero=True),
         result_cache=check.memory_size(allow_zero=True),

@@ -7,7 +7,7 @@ The daemon swaps that value in (`Daemon.apply_config`); nothing is edited in pla
 
 Safe to change while running, because each is read afresh where it is used:
 - `datasets.*`: every per-dataset option, read for each file when its ingest starts;
-- `server.max_rows`, `server.query_timeout_s`: the limits, read for each query;
+- `server.max_rows`, `server.query_timeout_s`, `server.slow_query_ms`: read for each query;
 - `server.log_level`.
 
 Everything else -- paths and URLs, the inbox's timings, the address, the token, the memory
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from lakehoused.config import Config
 
-RELOADABLE_SERVER = ("max_rows", "query_timeout_s", "log_level")
+RELOADABLE_SERVER = ("max_rows", "query_timeout_s", "slow_query_ms", "log_level")
 """`server.*` keys a reload applies (with every `datasets.*` key)."""
 _SECTIONS = ("inbox", "store", "state", "server")
 _SECRET = {"server.token": "server.token_env (the token's value)"}

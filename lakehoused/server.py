@@ -11,6 +11,7 @@ import functools
 import hmac
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -307,12 +308,31 @@ async def handle_sql(request: web.Request) -> web.StreamResponse:
     An answer known to the result cache, or a revalidation its ETag settles, is answered
     on the event loop; so is a JSON query whose last run took well under a millisecond (a
     thread hand-off costs as much). Anything else runs in the query pool, and is cancelled
-    if the client goes away.
+    if the client goes away. A query slower than `server.slow_query_ms` is logged.
     """
+    started = time.perf_counter()
+    ask: SqlRequest | None = None
+    try:
+        ask = await _sql_request(request)
+        return await _answer(request, ask)
+    finally:
+        limit_ms = request.app[BACKEND].config.server.slow_query_ms
+        took_ms = (time.perf_counter() - started) * 1000
+        if ask is not None and limit_ms and took_ms > limit_ms:
+            log.warning(
+                "slow query: %.0f ms (over server.slow_query_ms = %d): %s",
+                took_ms,
+                limit_ms,
+                " ".join(ask.sql.split())[:500],
+                extra={"seq": request.app[BACKEND].engine.catalog_seq},
+            )
+
+
+async def _answer(request: web.Request, ask: SqlRequest) -> web.StreamResponse:
+    """The answer to a checked /sql request."""
     backend, pool = request.app[BACKEND], request.app[POOL]
     settings = backend.config.server  # its limits now: a reload may have changed them
     _ready(backend)
-    ask = await _sql_request(request)
     fmt = _choose_format(ask.format, request.headers.get("Accept", ""))
     max_rows = min(ask.max_rows or settings.max_rows, settings.max_rows)
     engine = backend.engine

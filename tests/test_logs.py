@@ -79,3 +79,20 @@ def test_under_journald_lines_start_with_their_syslog_priority(tmp_path, monkeyp
         "<2>the daemon is broken",
         "<6>registered",
     ]
+
+
+async def test_a_slow_query_is_logged_with_its_time_and_sql(aiohttp_client, make_config, caplog):
+    from lakehoused.config import load_config
+    from lakehoused.daemon import build_app
+
+    config = load_config(make_config(server="slow_query_ms = 1"))
+    client = await aiohttp_client(build_app(config))
+    slow = "SELECT count(*) FROM range(20000000) t(i) WHERE i % 7 = 3"
+    with caplog.at_level(logging.WARNING):
+        response = await client.post("/sql", json={"sql": slow})
+        assert response.status == 200
+        quick = await client.post("/sql", json={"sql": "SELECT 1"})
+        assert quick.status == 200
+    lines = [r.getMessage() for r in caplog.records if "slow query" in r.getMessage()]
+    assert len(lines) >= 1 and slow in lines[0]
+    assert "over server.slow_query_ms = 1" in lines[0]
