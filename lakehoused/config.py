@@ -209,13 +209,13 @@ class ServerConfig:
     port: int = 8765  # 0 = any free port
     max_rows: int = 10000
     query_timeout_s: float = 30
-    slow_query_ms: int = 1000  # a query slower than this is logged; 0 = none
     memory_limit: str = "2GB"
     memory_cache: str = "512MB"  # datasets held in memory (part of memory_limit); "0MB" = off
     result_cache: str = "64MB"  # answers kept until the datasets they read change; "0MB" = off
     token_env: str | None = None
     log_level: str = "info"  # one of LOG_LEVELS; SIGHUP applies a change
     token: str | None = field(default=None, repr=False)
+    slow_query_ms: int = 1000  # a query slower than this is logged; 0 = none
 
     @property
     def memory_cache_bytes(self) -> int:
