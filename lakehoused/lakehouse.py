@@ -15,8 +15,8 @@ from lakehoused import retention
 from lakehoused.catalog import Catalog, Part
 from lakehoused.config import Config
 from lakehoused.errors import LakehousedError, SourceGone
-from lakehoused.inbox import SourceFile, StagedSource
-from lakehoused.inbox.local import rfc3339_ns, stage_local
+from lakehoused.inbox import SourceFile
+from lakehoused.inbox.local import staged_source
 from lakehoused.ingest.pipeline import Ingestor, Outcome, Progress, run_job
 from lakehoused.ingest.staging import Staging
 from lakehoused.log import EventLog
@@ -109,20 +109,15 @@ class Lakehouse:
         path = Path(path)
         name = self.source_name(path)
         with self.staging.workspace() as workspace:
-            into = workspace.source_path(name.name)
             try:
-                sha256, identity = stage_local(path, into)
+                staged = staged_source(
+                    SourceFile(name, time.time()),
+                    path,
+                    workspace.source_path(name.name),
+                    Path(os.path.abspath(path)).as_uri(),
+                )
             except SourceGone as e:
                 raise LakehousedError(f"{path}: {e}") from None
-            staged = StagedSource(
-                source=SourceFile(name, time.time()),
-                path=into,
-                uri=Path(os.path.abspath(path)).as_uri(),
-                sha256=sha256,
-                bytes=identity[2],
-                mtime=rfc3339_ns(identity[3]),
-                identity=identity,
-            )
             outcome = self.ingestor.ingest(
                 staged,
                 workspace,

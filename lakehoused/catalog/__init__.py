@@ -295,6 +295,19 @@ class Catalog:
             before = after
         return entries
 
+    def for_ingest(
+        self, name: str, source_sha256: str
+    ) -> tuple[DatasetInfo | None, int, Part | None]:
+        """What an ingest decides on, read at one state: the dataset now (None if absent or
+        dropped), its latest version number (dropped ones count), and the current part these
+        source bytes already are, if any."""
+        with self._snapshot():
+            return (
+                self.dataset(name),
+                self.last_version(name),
+                self.find_source(name, source_sha256),
+            )
+
     def find_source(self, dataset: str, source_sha256: str) -> Part | None:
         """The current part converted from these source bytes, if any (the exactly-once rule).
 

@@ -48,6 +48,9 @@ class StagedSource:
     bytes: int
     mtime: str  # RFC 3339, as the inbox reported it
     identity: tuple[Any, ...]  # what tells this version of the file from a later one
+    # (size, mtime_ns) of the staged copy when staging ended: a hard-linked copy changes
+    # with its source, and what is converted must be what was hashed.
+    still: tuple[int, int] | None = None
 
     def facts(self) -> dict:
         """What an event records of the source."""

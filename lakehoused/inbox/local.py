@@ -80,29 +80,48 @@ def stage_local(path: Path, into: Path) -> tuple[str, Identity]:
 
 
 def _link_open_file(fd: int, path: Path, into: Path, opened: os.stat_result) -> bool:
-    """Hard-link the opened inode to `into`; False when a copy is needed (another filesystem)."""
+    """Hard-link the opened inode to `into`; False when it must be copied from `fd` instead
+    (another filesystem, or the name no longer holds the opened file)."""
     try:
         # linkat(AT_SYMLINK_FOLLOW) through /proc links exactly the inode behind `fd`, even
         # if `path` was renamed over since it was opened.
         os.link(f"/proc/self/fd/{fd}", into, follow_symlinks=True)
         return True
     except OSError as e:
-        if e.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+        if e.errno in (errno.EPERM, errno.EMLINK):
             return False
-        if e.errno != errno.ENOENT:  # no /proc: link by name, then check it is the same inode
+        # ENOENT: no /proc. EXDEV: some kernels and sandboxes refuse the /proc link itself;
+        # both: link by name, then check it is the inode that was opened.
+        if e.errno not in (errno.ENOENT, errno.EXDEV):
             raise
     try:
         os.link(path, into)
     except FileNotFoundError:
-        raise SourceGone(f"{path} is gone") from None
+        return False  # renamed away since it was opened: the open file is still ours to copy
     except OSError as e:
         if e.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             return False
         raise
     if os.stat(into).st_ino != opened.st_ino:
-        into.unlink()
-        raise SourceChanged(f"{path} was replaced while it was being staged")
+        into.unlink()  # the name holds a newer file now; the opened one is copied instead
+        return False
     return True
+
+
+def staged_source(source: SourceFile, path: Path, into: Path, uri: str) -> StagedSource:
+    """Stage the local file `path` (as `source`) into `into`: the StagedSource of it."""
+    sha256, identity = stage_local(path, into)
+    copy = into.stat()
+    return StagedSource(
+        source=source,
+        path=into,
+        uri=uri,
+        sha256=sha256,
+        bytes=identity[2],
+        mtime=rfc3339_ns(identity[3]),
+        identity=identity,
+        still=(copy.st_size, copy.st_mtime_ns),
+    )
 
 
 class LocalInbox:
@@ -159,16 +178,7 @@ class LocalInbox:
 
     def stage(self, source: SourceFile, into: Path) -> StagedSource:
         """Link (or copy) the source into the ingest's workspace and hash it."""
-        sha256, identity = stage_local(self.root / source.name, into)
-        return StagedSource(
-            source=source,
-            path=into,
-            uri=self.uri(source.name),
-            sha256=sha256,
-            bytes=identity[2],
-            mtime=rfc3339_ns(identity[3]),
-            identity=identity,
-        )
+        return staged_source(source, self.root / source.name, into, self.uri(source.name))
 
     def archive(self, staged: StagedSource) -> bool:
         """Move the source to `.done/<name>` (a free name beside an older one)."""
@@ -251,4 +261,12 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(temp, path)
 
 
-__all__ = ["DONE", "REJECTED", "LocalInbox", "Pending", "rfc3339_ns", "stage_local"]
+__all__ = [
+    "DONE",
+    "REJECTED",
+    "LocalInbox",
+    "Pending",
+    "rfc3339_ns",
+    "stage_local",
+    "staged_source",
+]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from lakehoused import faults, names
-from lakehoused.catalog import Catalog
+from lakehoused.catalog import Catalog, DatasetInfo
 from lakehoused.catalog.model import schema_diff
 from lakehoused.config import Config
 from lakehoused.errors import (
@@ -200,11 +200,20 @@ class Ingestor:
         )
         return Outcome("rejected", staged.source.name.as_posix(), dataset, event, error.reason)
 
-    def job(self, staged: StagedSource, workspace: Workspace, route: Route) -> ConvertJob:
-        """The conversion a source needs, given the dataset as the catalog has it now."""
+    def job(
+        self,
+        staged: StagedSource,
+        workspace: Workspace,
+        route: Route,
+        current: DatasetInfo | None,
+    ) -> ConvertJob:
+        """The conversion a source needs, given the dataset as it is (`current`)."""
         options = self.config.dataset_options(route.dataset)
-        current = self.catalog.dataset(route.dataset)
         name = staged.source.name.as_posix()
+        # A new file for every attempt: an earlier attempt's object may be linked into the
+        # store (or its cache) already, and writing over that inode would change it.
+        for earlier in (workspace.object_path, workspace.rejects_path):
+            earlier.unlink(missing_ok=True)
         return ConvertJob(
             source=staged.path,
             target=workspace.object_path,
@@ -223,10 +232,13 @@ class Ingestor:
         self, staged: StagedSource, workspace: Workspace, route: Route, convert_with: Converter
     ) -> Outcome:
         name = staged.source.name.as_posix()
-        current = self.catalog.dataset(route.dataset)
+        # One state for every decision, and the version the event claims is built on it: if
+        # another writer moves the dataset on meanwhile, the append is refused (a version
+        # conflict) and all is decided again.
+        current, last_version, known = self.catalog.for_ingest(route.dataset, staged.sha256)
+        version = last_version + 1
         if current is not None and route.by_location and current.mode != route.mode:
             raise RejectedFile(_mode_mismatch(name, route, current.mode, len(current.parts)))
-        known = self.catalog.find_source(route.dataset, staged.sha256)
         if known is not None:
             # Same bytes as what the dataset already holds: the crash-after-append case too.
             event = self.log.append(
@@ -239,18 +251,17 @@ class Ingestor:
             )
             return Outcome("duplicate", name, route.dataset, event)
 
-        job = self.job(staged, workspace, route)
-        still = _still(staged.path)
-        converted = convert_with(job)
-        if _still(staged.path) != still:
+        job = self.job(staged, workspace, route, current)
+        still = staged.still or _still(staged.path)
+        converted = convert_with(job) if _still(staged.path) == still else None
+        if converted is None or _still(staged.path) != still:
             # A writer changed the file in place after staging (the staged copy is a hard
             # link): what was converted may not be what was hashed.
-            raise SourceChanged(f"{name} changed while it was being converted")
+            raise SourceChanged(f"{name} changed while it was being ingested")
         key = object_key(route.dataset, converted.sha256)
         self.store.put(key, job.target)
         faults.point("crash_after_put", name)
         conversion = converted.conversion
-        version = self.catalog.last_version(route.dataset) + 1
         events = []
         if converted.rejects is not None and job.rejects is not None:
             events += self._rejected_rows(staged, route, job.rejects, converted)
