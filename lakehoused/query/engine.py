@@ -687,6 +687,11 @@ def _definition(name: str, spec: ViewSpec, cached: bool) -> _Definition:
     # Absolute already (the object cache root is); resolve() would cost a syscall a part.
     paths = ", ".join(literal(os.path.abspath(p)) for p in spec.paths)
     source = f"SELECT {columns} FROM read_parquet([{paths}], union_by_name = true)"
+    if not spec.paths:
+        # No part left (the last one retracted): its columns, typed, and no row. read_parquet
+        # of no file is an error, which would fail every view's swap.
+        typed = ", ".join(f"CAST(NULL AS {c.type}) AS {ident(c.name)}" for c in spec.columns)
+        source = f"SELECT {typed} WHERE false"
     if not cached:
         return _Definition("VIEW", f"CREATE OR REPLACE VIEW {ident(name)} AS {source}")
     # Named after its content: equal definitions are equal, so an unchanged dataset is
