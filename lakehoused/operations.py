@@ -54,7 +54,6 @@ def gc(lakehouse: Lakehouse, *, dry_run: bool = False, grace_s: float = GC_GRACE
     writer deleted committed data). With `dry_run`, nothing at all is removed.
     """
     report = GcReport()
-    in_flight = lakehouse.staging.in_flight()
     lakehouse.log.catch_up()
     # Retention first: what it expires is then no longer referenced (a dry run only says).
     for name in lakehouse.catalog.names(dropped=True):
@@ -65,14 +64,15 @@ def gc(lakehouse: Lakehouse, *, dry_run: bool = False, grace_s: float = GC_GRACE
                 retention.expire(lakehouse.config, lakehouse.catalog, lakehouse.log, name)
     referenced = lakehouse.catalog.referenced_objects()
     store = lakehouse.store
-    now = time.time()
     for key in store.keys(OBJECTS_PREFIX):
         if key in referenced:
             continue
         info = store.stat(key)
-        if info is None or now - info.modified < grace_s:
-            continue
-        if in_flight:
+        if info is None or time.time() - info.modified < grace_s:
+            continue  # young, or reused just now by an ingest (a put of an existing key)
+        # Looked at right before each delete, not once: an ingest may start meanwhile and
+        # be about to reference an old object again.
+        if lakehouse.staging.in_flight():
             report.skipped_in_flight += 1
             continue
         report.objects.append(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import pytest
@@ -229,4 +230,23 @@ def test_two_writers_keep_versions_gapless(lakehouse, make_config):
         assert out.event.data["version"] == 3
     finally:
         other.close()
+    assert operations.verify(lh) == []
+
+
+def test_gc_spares_an_old_object_an_ingest_registers_again(lakehouse, monkeypatch):
+    # Version 1's object is unreferenced once retention expires it; the same bytes dropped
+    # again reuse it. A gc that read what is referenced just before that must not take it.
+    lh = lakehouse(datasets="[datasets.w]\nkeep_versions = 1")
+    first = lh.ingest_file(inbox_file(lh, "w.csv", "n\n1\n"))
+    lh.ingest_file(inbox_file(lh, "w.csv", "n\n2\n"))
+    key = first.event.data["object"]["key"]
+    os.utime(lh.store.path(key), (0, 0))  # long past any grace period
+    stale = lh.catalog.referenced_objects()
+    assert key not in stale
+    again = lh.ingest_file(inbox_file(lh, "w.csv", "n\n1\n"))
+    assert again.event.data["object"]["key"] == key
+    # gc as it would run had it read the catalog before that ingest's append.
+    monkeypatch.setattr(lh.catalog, "referenced_objects", lambda: stale)
+    assert operations.gc(lh, grace_s=3600).objects == []  # reused: young again
+    monkeypatch.undo()
     assert operations.verify(lh) == []

@@ -78,6 +78,18 @@ def test_put_if_absent_never_overwrites(store, tmp_path):
         assert fh.read() == b"one"
 
 
+def test_a_put_of_an_existing_key_makes_it_young_again(store, tmp_path):
+    # gc's grace period must cover an old object an ingest is about to reference again.
+    key = key_of(b"old")
+    store.put(key, finished(tmp_path, b"old", "a"))
+    first = store.stat(key).modified
+    time.sleep(1.1)  # S3 times are whole seconds
+    assert store.put(key, finished(tmp_path, b"old", "b")) is False
+    assert store.stat(key).modified > first
+    with store.open(key) as fh:
+        assert fh.read() == b"old"
+
+
 def test_the_finished_file_is_not_consumed(store, tmp_path):
     # The workspace removes its own files; a put must not depend on them afterwards.
     source = finished(tmp_path, b"abc")

@@ -6,6 +6,7 @@ then linked), is made durable (fsync the file and its directory), and is never o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -29,6 +30,14 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _reused(target: Path) -> None:
+    """An ingest is about to reference an existing object again: make it young, so `gc`'s
+    grace period covers it as it covers a new one (an unreferenced old object is what gc
+    removes)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.utime(target)
 
 
 class LocalObjectStore:
@@ -56,6 +65,7 @@ class LocalObjectStore:
         """Link (or copy, across filesystems) a finished file under `key`, unless it exists."""
         target = self.path(key)
         if target.exists():
+            _reused(target)
             return False
         try:
             if not target.parent.is_dir():
@@ -69,6 +79,7 @@ class LocalObjectStore:
                 self._copy_in(file, target)
             fsync_dir(target.parent)
         except FileExistsError:
+            _reused(target)
             return False
         except OSError as e:
             raise StoreUnavailable(f"put {key} into {self.root}: {e.strerror or e}") from e

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from minio.commonconfig import REPLACE, CopySource
 from minio.error import S3Error
 
 from lakehoused.config import S3Location
@@ -58,6 +59,7 @@ class S3ObjectStore:
         try:
             with lock:
                 if self.stat(key) is not None:
+                    self._reused(full)
                     return False
                 size = Path(file).stat().st_size
                 with open(file, "rb") as fh:
@@ -75,6 +77,17 @@ class S3ObjectStore:
         finally:
             self._give_back(key)
         return True
+
+    def _reused(self, full: str) -> None:
+        """An ingest is about to reference an existing object again: rewrite it onto itself,
+        so its time is now and `gc`'s grace period covers it as it covers a new one."""
+        self.bucket.client.copy_object(
+            self.bucket.name,
+            full,
+            CopySource(self.bucket.name, full),
+            metadata={"x-amz-meta-lakehoused-reused": "1"},
+            metadata_directive=REPLACE,
+        )
 
     def _take(self, key: str) -> threading.Lock:
         """The lock of one key's puts in this process (made on first use)."""
