@@ -614,6 +614,27 @@ class EventLog:
                 yield StoredEvent._from_row(row)
             after = rows[-1][0]
 
+    def events(self, after: int = 0) -> Iterator[StoredEvent]:
+        """Every event after `after`, in order, read in pages on this thread's reader (inside
+        a `snapshot()`, all of them from that one state)."""
+        while True:
+            rows = self._page(after)
+            if not rows:
+                return
+            for row in rows:
+                yield StoredEvent._from_row(row)
+            after = rows[-1][0]
+
+    @_reading
+    def _page(self, after: int) -> list[tuple]:
+        return (
+            self.reader()
+            .execute(
+                f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, _PAGE)
+            )
+            .fetchall()
+        )
+
     @_reading
     def read(
         self, after: int = 0, limit: int | None = None, type: str | None = None
@@ -679,13 +700,12 @@ class EventLog:
         Returns [] when the log is sound; each row problem names its seq.
         """
         problems: list[str] = []
-        with self.lock:
-            have = {
-                r[0]
-                for r in self._conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
-                )
-            }
+        have = {
+            r[0]
+            for r in self.reader().execute(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
+            )
+        }
         problems += [
             f"trigger {name} is missing: the events table is no longer append-only"
             for name in _TRIGGERS
@@ -695,11 +715,7 @@ class EventLog:
         after = 0
         while True:
             # Raw rows: the hash covers the stored data text, not a re-encoding of it.
-            with self.lock:
-                rows = self._conn.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after, _PAGE),
-                ).fetchall()
+            rows = self._page(after)
             if not rows:
                 break
             for seq, id, type, dataset, at, data_text, row_prev, row_hash in rows:

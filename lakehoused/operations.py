@@ -32,11 +32,15 @@ def verify(lakehouse: Lakehouse) -> list[str]:
     """Every fault found: hash chain, seq gaps, replay vs projection, objects' sha256."""
     log, catalog, store = lakehouse.log, lakehouse.catalog, lakehouse.store
     log.catch_up()
-    problems = list(log.verify_chain())
-    replayed, live = replay_digest(log.read()), catalog.digest()
+    # One state for the chain, the replay and the projection: a writer appending meanwhile
+    # (the daemon beside this command) must not look like a projection gone wrong.
+    with log.snapshot():
+        problems = list(log.verify_chain())
+        replayed, live = replay_digest(log.events()), catalog.digest()
+        referenced = catalog.referenced_objects()
     if replayed != live:
         problems.append(f"projection digest {live[:12]} differs from replay {replayed[:12]}")
-    for key, sha256 in sorted(catalog.referenced_objects().items()):
+    for key, sha256 in sorted(referenced.items()):
         info = store.stat(key)
         if info is None:
             problems.append(f"object {key} is missing from {store.url}")

@@ -250,3 +250,20 @@ def test_gc_spares_an_old_object_an_ingest_registers_again(lakehouse, monkeypatc
     assert operations.gc(lh, grace_s=3600).objects == []  # reused: young again
     monkeypatch.undo()
     assert operations.verify(lh) == []
+
+
+def test_verify_beside_a_writer_sees_one_state(lakehouse, make_config, monkeypatch):
+    lh = lakehouse()
+    lh.ingest_file(inbox_file(lh, "w.csv", "n\n1\n"))
+    other = Lakehouse(load_config(make_config()))
+    digest = lh.catalog.digest
+
+    def digest_after_another_append() -> str:
+        other.ingest_file(inbox_file(lh, "x.csv", "n\n2\n"))  # the daemon, appending
+        return digest()
+
+    monkeypatch.setattr(lh.catalog, "digest", digest_after_another_append)
+    try:
+        assert operations.verify(lh) == []
+    finally:
+        other.close()
