@@ -177,3 +177,25 @@ def test_a_log_that_cannot_be_written_breaks_the_daemon_and_keeps_the_file(
     again = make_daemon()
     again.wait_for(lambda: dataset_rows(again, "w") == 3, what="ingested after the restart")
     assert len(registered(again, "w")) == 1
+
+
+def test_an_archive_that_fails_after_the_event_is_retried_alone(make_daemon, tmp_path):
+    daemon = make_daemon()
+    done = daemon.inbox / ".done"
+    shutil.rmtree(done)
+    done.write_text("the archive's disk is gone")  # a file where the folder should be
+    os.rename(staged(tmp_path, "w.csv", rows(3)), daemon.inbox / "w.csv")
+    daemon.wait_for(lambda: dataset_rows(daemon, "w") == 3, what="registered")
+
+    def retrying() -> dict | None:
+        status = daemon.get("/status")
+        return status if status["counts"]["retrying"] else None
+
+    status = daemon.wait_for(retrying, what="the archive waiting for a retry")
+    assert "is registered, but" in status["pending"][0]["error"]
+    time.sleep(1.5)  # a retry or two: each must do the archive only
+    assert [e["type"] for e in daemon.events()] == ["dataset.registered"]
+    done.unlink()  # the disk is back
+    daemon.wait_for((done / "w.csv").exists, timeout=30, what="archived")
+    assert [e["type"] for e in daemon.events()] == ["dataset.registered"]
+    assert daemon.get("/status")["files_pending"] == 0

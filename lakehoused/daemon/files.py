@@ -15,7 +15,7 @@ import logging
 from lakehoused import faults
 from lakehoused.daemon.converters import ConverterPool
 from lakehoused.daemon.views import Views
-from lakehoused.errors import SourceGone
+from lakehoused.errors import SourceGone, Transient
 from lakehoused.inbox import Inbox, SourceFile, StagedSource
 from lakehoused.ingest.pipeline import Outcome
 from lakehoused.lakehouse import Lakehouse
@@ -40,12 +40,17 @@ class FileIngest:
         self.views = views
         self.after_ingest = after_ingest
 
-    def __call__(self, source: SourceFile) -> Outcome | None:
+    def __call__(self, source: SourceFile, decided: Decided | None = None) -> Outcome | None:
         """What became of the file; None when it was gone before it could be staged.
 
         Raises what is not the file's fault: a Transient (retry it later) or a LogError (the
-        log cannot be written), leaving the file where it is.
+        log cannot be written), leaving the file where it is. Once the event is in, a
+        failure of the steps after it is an `Undone` that carries the decision, so that the
+        retry does only those steps (`decided`), never the ingest again.
         """
+        if decided is not None:
+            self._after(*decided)
+            return decided[1]
         name = source.name.as_posix()
         with self.lakehouse.staging.workspace() as workspace:
             try:
@@ -54,12 +59,20 @@ class FileIngest:
                 return None  # removed (or renamed away) before we got to it
             faults.point("crash_after_stage", name)
             outcome = self.lakehouse.ingestor.ingest(staged, workspace, self.converters.convert)
+            self._after(staged, outcome)
+        return outcome
+
+    def _after(self, staged: StagedSource, outcome: Outcome) -> None:
+        """Steps 4-5, once the event is in: retention, the views, then the source's fate."""
+        name = staged.source.name.as_posix()
+        try:
             self.lakehouse.after_registration(outcome)
             self.views.reach(self.lakehouse.log.last_seq)
             faults.point("crash_after_refresh", name)
             faults.point("pause_archive", name)
             self._settle(staged, outcome)
-        return outcome
+        except (Transient, OSError) as e:
+            raise Undone((staged, outcome), e) from e
 
     def _settle(self, staged: StagedSource, outcome: Outcome) -> None:
         """Step 5: what becomes of the source in the inbox, now that the event is in."""
@@ -77,6 +90,20 @@ class FileIngest:
                 staged.source.name,
                 extra={"file": staged.source.name.as_posix(), "seq": outcome.seq},
             )
+
+
+Decided = tuple[StagedSource, Outcome]
+"""A file whose event is in the log: what the steps after it need."""
+
+
+class Undone(Transient):
+    """The event of a file is in, but a step after it failed and must be done again."""
+
+    code = "undone"
+
+    def __init__(self, decided: Decided, cause: BaseException) -> None:
+        super().__init__(f"{decided[0].source.name} is registered, but {cause}")
+        self.decided = decided
 
 
 def error_document(outcome: Outcome) -> dict:

@@ -15,12 +15,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from lakehoused import names
 from lakehoused.daemon.health import Health, rfc3339
 from lakehoused.errors import (
     InboxUnavailable,
-    LakehousedError,
     LogBusy,
     LogError,
     RejectedFile,
@@ -39,7 +39,8 @@ RETRYING = "retrying"
 BACKOFF_S = (1, 2, 5, 10, 30, 60)
 """Seconds before each retry of a file; the last one repeats (bounded, never a tight loop)."""
 
-Ingest = Callable[[SourceFile], Outcome | None]
+Ingest = Callable[[SourceFile, Any], Outcome | None]
+"""Ingests a file: (its source, what was decided for it on an earlier try, or None)."""
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Ticket:
     retry_at: float = 0.0  # time.monotonic() of the next try
     error: str | None = None
     started: float | None = None  # time.time() of the try in flight
+    decided: Any = None  # its event is in: a retry does only the steps after it
 
     def to_json(self) -> dict:
         """The /status form."""
@@ -70,14 +72,15 @@ class Ticket:
         return body
 
 
-def _part(error: LakehousedError) -> str | None:
+def _part(error: BaseException) -> str | None:
     """Which part of the daemon a transient failure degrades; None for the file's own."""
-    if isinstance(error, LogBusy):
-        return "log"
-    if isinstance(error, StoreUnavailable):
-        return "store"
-    if isinstance(error, InboxUnavailable):
-        return "inbox"
+    for found in (error, error.__cause__):
+        if isinstance(found, LogBusy):
+            return "log"
+        if isinstance(found, StoreUnavailable):
+            return "store"
+        if isinstance(found, InboxUnavailable | OSError) and found is not None:
+            return "inbox"
     return None
 
 
@@ -157,8 +160,11 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         ticket.attempts += 1
         try:
-            outcome = await loop.run_in_executor(self._threads, self._ingest, ticket.source)
+            outcome = await loop.run_in_executor(
+                self._threads, self._ingest, ticket.source, ticket.decided
+            )
         except Transient as e:
+            ticket.decided = getattr(e, "decided", ticket.decided)
             self._retry(ticket, e)
             part = _part(e)
             if part is not None:
