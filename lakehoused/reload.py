@@ -7,6 +7,7 @@ The daemon swaps that value in (`Daemon.apply_config`); nothing is edited in pla
 
 Safe to change while running, because each is read afresh where it is used:
 - `datasets.*`: every per-dataset option, read for each file when its ingest starts;
+- `retention.*`: read each time retention looks at a dataset;
 - `server.max_rows`, `server.query_timeout_s`, `server.slow_query_ms`: read for each query;
 - `server.log_level`.
 
@@ -24,8 +25,12 @@ from lakehoused.config import Config
 
 RELOADABLE_SERVER = ("max_rows", "query_timeout_s", "slow_query_ms", "log_level")
 """`server.*` keys a reload applies (with every `datasets.*` key)."""
-_SECTIONS = ("inbox", "store", "state", "server")
-_SECRET = {"server.token": "server.token_env (the token's value)"}
+_SECTIONS = ("inbox", "store", "state", "server", "retention", "s3")
+_SECRET = {
+    "server.token": "server.token_env (the token's value)",
+    "s3.access_key": "s3.access_key_env (the key's value)",
+    "s3.secret_key": "s3.secret_key_env (the key's value)",
+}
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,10 @@ def plan(running: Config, loaded: Config) -> Reload:
     restart: list[Change] = []
     for section in _SECTIONS:
         old, new = getattr(running, section), getattr(loaded, section)
+        if old is None or new is None:  # no [s3] on one side: the whole section changed
+            if old != new:
+                restart.append(Change(section, "(none)" if old is None else "...", "..."))
+            continue
         for f in dataclasses.fields(old):
             before, after = getattr(old, f.name), getattr(new, f.name)
             if before == after:
@@ -65,7 +74,7 @@ def plan(running: Config, loaded: Config) -> Reload:
             key = f"{section}.{f.name}"
             if key in _SECRET:  # say that it changed, never what it was or is
                 key, before, after = _SECRET[key], None, None
-            safe = section == "server" and f.name in RELOADABLE_SERVER
+            safe = section == "retention" or (section == "server" and f.name in RELOADABLE_SERVER)
             (applied if safe else restart).append(Change(key, before, after))
     for name in sorted(set(running.datasets) | set(loaded.datasets)):
         before, after = running.datasets.get(name), loaded.datasets.get(name)
@@ -74,7 +83,9 @@ def plan(running: Config, loaded: Config) -> Reload:
     server = dataclasses.replace(
         running.server, **{k: getattr(loaded.server, k) for k in RELOADABLE_SERVER}
     )
-    config = dataclasses.replace(running, server=server, datasets=loaded.datasets)
+    config = dataclasses.replace(
+        running, server=server, datasets=loaded.datasets, retention=loaded.retention
+    )
     return Reload(config, applied, restart)
 
 

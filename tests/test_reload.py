@@ -66,3 +66,11 @@ def test_plan_sorts_changes_and_hides_the_token(make_config):
     assert "secret" not in repr(change)
     same = plan(running, running)
     assert (same.applied, same.needs_restart, same.config) == ([], [], running)
+
+
+def test_retention_is_applied(make_config):
+    running = load_config(make_config())
+    loaded = load_config(make_config(datasets="[retention]\nkeep_versions = 3\n"))
+    change = plan(running, loaded)
+    assert [c.describe() for c in change.applied] == ["retention.keep_versions: (default) -> 3"]
+    assert change.config.retention.keep_versions == 3 and change.needs_restart == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -27,7 +28,7 @@ from lakehoused.daemon.files import FileIngest
 from lakehoused.daemon.health import BROKEN, Health, rfc3339
 from lakehoused.daemon.scheduler import IN_FLIGHT, RETRYING, Scheduler, Ticket
 from lakehoused.daemon.views import Views
-from lakehoused.errors import ConfigError, LakehousedError, Transient
+from lakehoused.errors import ConfigError, Transient
 from lakehoused.inbox import SourceFile, open_inbox
 from lakehoused.ingest.pipeline import Outcome
 from lakehoused.lakehouse import Lakehouse
@@ -89,9 +90,8 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self.views.bind(self._loop)
         self.converters.start()
-        self._spawn(self.views.follow())
-        self._spawn(self._watch_health())
-        self._spawn(self._sweep_retention())
+        for loop in (self.views.follow(), self._watch_health(), self._sweep_retention()):
+            self._spawn(loop, forever=True)
         await asyncio.to_thread(self.inbox.start, self._on_ready)
         self.ready = True
         log.info(
@@ -116,10 +116,24 @@ class Daemon:
         self.lakehouse.close()
         log.info("stopped")
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, *, forever: bool = False) -> None:
+        """Run `coro` as a task the daemon owns; a `forever` one ending breaks the daemon."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(functools.partial(self._ended, forever=forever))
+
+    def _ended(self, task: asyncio.Task, *, forever: bool) -> None:
+        """A background loop never ends by itself: if one does, the daemon is broken (and a
+        one-off task's failure is logged with its traceback, not lost)."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not forever:
+            log.error("%s failed", task.get_coro(), exc_info=error)
+        if forever:
+            reason = f"{type(error).__name__}: {error}" if error else "it returned"
+            self.health.broken("daemon", f"a background loop stopped ({task.get_coro()}): {reason}")
 
     def _on_ready(self, source: SourceFile) -> None:
         """Called from the inbox's thread: hand the file to the event loop."""
@@ -168,7 +182,7 @@ class Daemon:
                 )
             except Transient as e:
                 self.health.degraded("log", str(e))
-            except LakehousedError as e:
+            except Exception as e:  # an unexpected one too: retention would stop silently
                 self.health.broken("log", f"retention could not record its expiries: {e}")
 
     async def reload(self) -> None:

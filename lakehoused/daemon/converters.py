@@ -21,7 +21,7 @@ import threading
 
 from lakehoused import faults
 from lakehoused.config import Config
-from lakehoused.errors import LakehousedError, RejectedFile
+from lakehoused.errors import LakehousedError, RejectedFile, Transient
 from lakehoused.ingest import CsvFormat
 from lakehoused.ingest.pipeline import Converted, ConvertJob, run_job
 from lakehoused.ingest.staging import Staging
@@ -133,6 +133,7 @@ class ConverterPool:
         self._queue: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()
         self._free: queue.Queue[_Converter] = queue.Queue()
         self._all: list[_Converter] = []
+        self._stopping = False
 
     def start(self) -> None:
         """Start the processes (they warm up in the background) and the progress reader."""
@@ -155,6 +156,10 @@ class ConverterPool:
                 try:
                     return converter.pool.submit(_convert, job).result()
                 except concurrent.futures.process.BrokenProcessPool:
+                    if self._stopping:
+                        # Terminated by shutdown, not killed by the file: the file is kept,
+                        # and taken again at the next start.
+                        raise Transient("the daemon is stopping; the file is kept") from None
                     converter.restart()
                     self.restarts += 1
                     if attempt == _RETRY_DIED:
@@ -181,6 +186,7 @@ class ConverterPool:
 
     def shutdown(self) -> None:
         """Stop every converter process."""
+        self._stopping = True
         for converter in self._all:
             converter.shutdown()
         self._queue.put(None)

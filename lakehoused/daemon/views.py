@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from lakehoused import events
 from lakehoused.daemon.health import Health
-from lakehoused.errors import LakehousedError, Transient
+from lakehoused.errors import Transient
 from lakehoused.lakehouse import Lakehouse
 from lakehoused.log import StoredEvent
 from lakehoused.query import QueryEngine, ViewSpec
@@ -135,5 +135,5 @@ class Views:
                 self.health.recovered("views")
             except Transient as e:
                 self.health.degraded("views", str(e))
-            except LakehousedError as e:
+            except Exception as e:  # an unexpected one too: the views would go stale silently
                 self.health.broken("views", f"the query views cannot follow the log: {e}")
