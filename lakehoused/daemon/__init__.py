@@ -40,9 +40,9 @@ log = logging.getLogger("lakehoused")
 
 CONVERTERS = 2  # the machine's cores: one conversion each, the server shares them
 PARALLEL = CONVERTERS + 2  # files in flight: some stage or wait for views while others convert
-STOP_WAIT_S = 20
+STOP_WAIT_S = 20  # how long SIGTERM lets the ingests in flight finish
 RETENTION_SWEEP_S = 3600  # how often keep_days is applied to datasets that get no new files
-STATUS_LIST = 100  # files listed by /status (oldest first); the counts cover them all  # how long SIGTERM lets the ingests in flight finish
+STATUS_LIST = 100  # files listed by /status (oldest first); the counts cover them all
 _HEALTH_CHECK_S = 0.5
 
 

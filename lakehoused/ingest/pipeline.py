@@ -12,7 +12,6 @@ and returns plain data: the event is built and appended here.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -31,7 +30,7 @@ from lakehoused.events import DatasetRegistered, IngestDuplicate, IngestRejected
 from lakehoused.inbox.base import StagedSource
 from lakehoused.ingest import REJECTED_ROWS_COLUMNS, REJECTED_ROWS_SUFFIX, CsvFormat, format_for
 from lakehoused.ingest.convert import Conversion, convert
-from lakehoused.ingest.staging import Workspace, file_sha256
+from lakehoused.ingest.staging import Workspace, finish
 from lakehoused.log import Event, EventLog, StoredEvent
 from lakehoused.schema import Column, fingerprint, merge, schema_to_json
 from lakehoused.store import ObjectStore, object_key
@@ -93,17 +92,10 @@ def run_job(job: ConvertJob, progress: Progress | None = None) -> Converted:
         progress=progress,
         rejects_target=job.rejects,
     )
-    sha256, size = _finish(job.target)
-    rejects = _finish(conversion.rejects) if conversion.rejects is not None else None
+    sha256, size = finish(job.target)
+    rejects = finish(conversion.rejects) if conversion.rejects is not None else None
     faults.point("crash_after_convert", job.name)
     return Converted(conversion, sha256, size, rejects)
-
-
-def _finish(path: Path) -> tuple[str, int]:
-    """fsync a file a conversion wrote; its (sha256, size)."""
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-    return file_sha256(path), path.stat().st_size
 
 
 Converter = Callable[[ConvertJob], Converted]

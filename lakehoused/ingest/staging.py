@@ -33,6 +33,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def finish(path: Path) -> tuple[str, int]:
+    """fsync a file a conversion wrote; its (sha256, size)."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+    return file_sha256(path), path.stat().st_size
+
+
 class Workspace:
     """One ingest's private directory: its staged source and its converted object."""
 
@@ -58,10 +65,7 @@ class Workspace:
 
     def finish_object(self) -> tuple[str, int]:
         """fsync the converted object and return its (sha256, size)."""
-        path = self.object_path
-        with open(path, "rb") as fh:
-            os.fsync(fh.fileno())
-        return file_sha256(path), path.stat().st_size
+        return finish(self.object_path)
 
     def close(self) -> None:
         """Remove the workspace and drop its lock (step 6 of DESIGN §5)."""
