@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from lakehoused import retention
 from lakehoused.catalog import Catalog, Part
-from lakehoused.config import Config
+from lakehoused.config import Config, size_bytes
 from lakehoused.errors import LakehousedError, SourceGone
 from lakehoused.inbox import SourceFile
 from lakehoused.inbox.local import staged_source
@@ -160,13 +160,22 @@ class Lakehouse:
         return self.new_engine(specs, seq)
 
     def new_engine(
-        self, specs: dict[str, ViewSpec], seq: int, *, memory_cache: bool = True
+        self,
+        specs: dict[str, ViewSpec],
+        seq: int,
+        *,
+        memory_cache: bool = True,
+        share: int = 1,
     ) -> QueryEngine:
-        """A sandboxed query engine showing `specs` as the catalog state `seq`."""
+        """A sandboxed query engine showing `specs` as the catalog state `seq`, with a
+        `share`-th of server.memory_limit (engines of past states share it)."""
         server = self.config.server
+        limit = server.memory_limit
+        if share > 1:
+            limit = f"{max(size_bytes(limit) // share, 64 << 20)}B"
         engine = QueryEngine(
             self.cache.root,
-            memory_limit=server.memory_limit,
+            memory_limit=limit,
             timeout_s=server.query_timeout_s,
             cache_bytes=server.memory_cache_bytes if memory_cache else 0,
             result_cache_bytes=server.result_cache_bytes,

@@ -26,10 +26,11 @@ from lakehoused import __version__, events, metrics, query, search, timetravel
 from lakehoused import web as page
 from lakehoused.catalog import Catalog
 from lakehoused.config import Config, ServerConfig
-from lakehoused.errors import BadRequest, LakehousedError, QueryError, UnknownDataset
+from lakehoused.errors import BadRequest, LakehousedError, UnknownDataset
 from lakehoused.log import EventLog
 from lakehoused.query.sandbox import query_error
 
+LOOP_SQL_CHARS = 16 << 10  # SQL longer than this is never parsed on the event loop
 MAX_BODY = 1 << 20  # a SQL request larger than 1 MiB is refused with 413
 MIN_SEQ_WAIT_S = 10.0  # the longest a request waits for the catalog to reach min_seq
 QUERY_THREADS = 16  # queries in flight at once; DuckDB parallelises within each too
@@ -136,14 +137,19 @@ async def auth_middleware(
 ) -> web.StreamResponse:
     """With an API token configured, every route but /health and the page (which holds no
     data and asks for the token itself) needs `Authorization: Bearer`."""
-    token = request.app[SETTINGS].token
-    if token and request.path != "/health" and not page.is_public(request.path):
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return _error(
-                401, "unauthorized", "missing or wrong API token (Authorization: Bearer …)"
-            )
+    public = request.path == "/health" or page.is_public(request.path)
+    if not public and not _authorized(request):
+        return _error(401, "unauthorized", "missing or wrong API token (Authorization: Bearer …)")
     return await handler(request)
+
+
+def _authorized(request: web.Request) -> bool:
+    """Whether the request may see data: no token is set, or it carries the right one."""
+    token = request.app[SETTINGS].token
+    if not token:
+        return True
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(given.encode(), token.encode())
 
 
 def _ready(backend: Backend) -> None:
@@ -289,19 +295,6 @@ def _choose_format(explicit: str | None, accept: str) -> str:
     return "json"
 
 
-def _int_option(options: dict, name: str, default: int | None, *, low: int = 0) -> int | None:
-    value = options.get(name, default)
-    if value is None:
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise QueryError(f"{name} must be an integer; got {value!r}") from None
-    if number < low:
-        raise QueryError(f"{name} must be at least {low}; got {number}")
-    return number
-
-
 async def handle_sql(request: web.Request) -> web.StreamResponse:
     """POST /sql and GET /sql?q=: one SELECT, answered in json, ndjson, csv or arrow.
 
@@ -344,12 +337,20 @@ async def _answer(request: web.Request, ask: SqlRequest) -> web.StreamResponse:
                 f"(it is at {engine.catalog_seq})"
             )
     past = ask.as_of is not None  # an answer about a past state never changes
+    # Parsing costs time in the length of the SQL: a long statement is looked at in the
+    # pool, never on the event loop (800 KB of SQL took over a second to parse).
+    short = len(ask.sql) <= LOOP_SQL_CHARS
     if past:
         engine = await asyncio.to_thread(backend.engine_at, ask.as_of, ask.sql)
-    elif "@" in ask.sql and (pins := timetravel.pinned_names(ask.sql)) - engine.views():
-        await asyncio.to_thread(backend.pin, pins)
+    elif "@" in ask.sql:
+        if short:
+            found = timetravel.pinned_names(ask.sql)
+        else:
+            found = await asyncio.to_thread(timetravel.pinned_names, ask.sql)
+        if found - engine.views():
+            await asyncio.to_thread(backend.pin, found)
     tags = request.headers.get("If-None-Match")
-    probe = engine.probe(ask.sql, fmt, max_rows)
+    probe = engine.probe(ask.sql, fmt, max_rows) if short else None
     if probe is not None:
         if tags and probe.etag and _matches(tags, probe.etag, star=False):
             return _not_modified(probe.etag, probe.catalog_seq, past)
@@ -551,10 +552,10 @@ async def handle_events(request: web.Request) -> web.Response:
     params = dict(request.query)
     order = params.get("order", "asc")
     if order not in ("asc", "desc"):
-        raise QueryError(f"order must be asc or desc; got {order!r}")
-    after = _int_option(params, "after", 0)
-    before = _int_option(params, "before", None, low=1)
-    limit = min(_int_option(params, "limit", 100, low=1), EVENTS_LIMIT)
+        raise BadRequest(f"order: must be asc or desc; got {order!r}")
+    after = _whole(params, "after", low=0, text=True) or 0
+    before = _whole(params, "before", low=1, text=True)
+    limit = min(_whole(params, "limit", low=1, text=True) or 100, EVENTS_LIMIT)
     found = await asyncio.to_thread(
         search.find_events,
         backend.log,
@@ -586,6 +587,9 @@ async def handle_health(request: web.Request) -> web.Response:
         return _error(503, "not_ready", "the catalog is still loading")
     status, body = backend.health_report()
     body["version"] = __version__
+    if not _authorized(request):
+        # Open to a load balancer's probe, but the reasons (paths, errors) need the token.
+        body["problems"] = [{k: v for k, v in p.items() if k != "reason"} for p in body["problems"]]
     return web.json_response(body, status=status)
 
 

@@ -127,11 +127,11 @@ class PastStates:
             kept = self._engines.get(seq)
             if kept is None:
                 specs, gone = state_specs(self.lakehouse, seq)
-                kept = (self.lakehouse.new_engine(specs, seq, memory_cache=False), gone)
+                # Past states share one more server.memory_limit between them, not one each.
+                engine = self.lakehouse.new_engine(specs, seq, memory_cache=False, share=self.keep)
+                kept = (engine, gone)
                 self._engines[seq] = kept
-                while len(self._engines) > self.keep:
-                    _, (old, _) = self._engines.popitem(last=False)
-                    old.close()  # queries still running on it fail; they were the oldest
+                self._evict()
             self._engines.move_to_end(seq)
             engine, gone = kept
             refuse_gone(sql, gone)
@@ -139,6 +139,17 @@ class PastStates:
             if pins:
                 add_pins(engine, self.lakehouse, pins)
             return engine
+
+    def _evict(self) -> None:
+        """Close the least recently asked engines beyond `keep`, but none a query still
+        runs on (it would fail): those go at a later eviction."""
+        for seq in list(self._engines):
+            if len(self._engines) <= self.keep:
+                return
+            engine, _ = self._engines[seq]
+            if engine.running == 0:
+                del self._engines[seq]
+                engine.close()
 
     def close(self) -> None:
         """Close every kept engine."""

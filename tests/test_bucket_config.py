@@ -164,7 +164,11 @@ def test_a_reload_with_new_keys_says_what_waits_and_never_the_keys(load: Load) -
     )
     change = plan(running, rotated)
     described = [c.describe() for c in change.needs_restart]
-    assert [d.split(":")[0] for d in described] == ["inbox.s3", "store.s3"]
+    assert [d.split(":")[0] for d in described] == [
+        "inbox.s3",
+        "store.s3",
+        "s3.secret_key_env (the key's value) changed",  # said, never shown
+    ]
     assert 'prefix = "y/"' in described[1]
     for text in described:
         assert SECRET not in text and "n3w" not in text and ACCESS not in text

@@ -147,4 +147,4 @@ async def test_get_events_filters_searches_and_pages(lakehouse_client):
     assert (await get(q="utf", order="desc"))["events"][0]["dataset"] == "bad"
     bad = await client.get("/events", params={"order": "sideways"})
     assert bad.status == 400
-    assert "order must be asc or desc" in (await bad.json())["error"]["message"]
+    assert "order: must be asc or desc" in (await bad.json())["error"]["message"]

@@ -173,6 +173,24 @@ async def test_events_paging_and_status(api):
     assert (api.config.inbox.path / ".done" / "a.csv").exists()
 
 
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"after": "100000000000000000000"}, "after"),
+        ({"after": "abc"}, "after"),
+        ({"after": "-1"}, "after"),
+        ({"limit": "0"}, "limit"),
+        ({"before": "1.5"}, "before"),
+        ({"order": "sideways"}, "order"),
+    ],
+)
+async def test_bad_events_parameters_are_a_400_naming_them(api, params, field):
+    response = await api.get("/events", params=params)
+    body = await response.json()
+    assert response.status == 400 and body["error"]["code"] == "bad_request"
+    assert body["error"]["message"].startswith(f"{field}:")
+
+
 async def test_min_seq_waits_for_the_catalog(api):
     # A first ingest warms a converter up, so that the next fits the 2 s wait on a busy box.
     await api.drop("warm.csv", "x\n1\n")
@@ -231,6 +249,14 @@ async def test_token_guards_everything_but_health(aiohttp_client, make_config, m
     assert "s3cret" not in await denied.text()
     ok = await client.get("/datasets", headers={"Authorization": "Bearer s3cret-value"})
     assert ok.status == 200
+    # /health is open to a probe, but what a problem is about (paths, errors) needs the token.
+    client.app[BACKEND].health.degraded("store", "put into /srv/private/objects: no space")
+    anyone = await (await client.get("/health")).json()
+    assert anyone["status"] == "degraded" and anyone["problems"][0]["part"] == "store"
+    assert "reason" not in anyone["problems"][0]
+    auth = {"Authorization": "Bearer s3cret-value"}
+    trusted = await (await client.get("/health", headers=auth)).json()
+    assert "no space" in trusted["problems"][0]["reason"]
 
 
 # --- the result cache over HTTP: ETag, 304, X-Cache ----------------------------------------
