@@ -51,14 +51,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.s3server import KEYS_ENV, Nanio  # noqa: E402
+from bench.serve import QUERIES  # noqa: E402  (the serving benchmark's four queries)
 
-QUERIES = {
-    "Q1": "SELECT count(*) FROM workers",
-    "Q2": "SELECT role, count(*), avg(salary) FROM workers WHERE state='IL' GROUP BY role",
-    "Q3": "SELECT * FROM workers WHERE id = 123456",
-    "Q4": "SELECT * FROM workers LIMIT 10000",
-}
-"""The serving benchmark's queries (bench/serve.py asks the same four)."""
 WARMUP = 5
 RESCAN_S = 1.0
 LATENCY_ROWS = 1000

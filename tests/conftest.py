@@ -130,3 +130,21 @@ async def lakehouse_client(aiohttp_client, make_config):
     for backend in opened:
         backend.engine.close()
         backend.lakehouse.close()
+
+
+@pytest.fixture
+def lakehouse(make_config):
+    """A lakehouse on a fresh state directory: `lakehouse(datasets_toml, **config sections)`."""
+    from lakehoused.config import load_config
+    from lakehoused.lakehouse import Lakehouse
+
+    opened: list[Lakehouse] = []
+
+    def make(datasets: str = "", **sections: str) -> Lakehouse:
+        lh = Lakehouse(load_config(make_config(datasets=datasets, **sections)))
+        opened.append(lh)
+        return lh
+
+    yield make
+    for lh in opened:
+        lh.close()

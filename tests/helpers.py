@@ -1,4 +1,4 @@
-"""Helpers shared by the query-side tests (not fixtures: plain functions)."""
+"""Helpers shared by tests (not fixtures: plain functions)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,13 @@ def write_object(root: Path, dataset: str, table: pa.Table) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def query(lh, sql: str) -> list[tuple]:
+    """The rows of `sql` over a lakehouse's catalog as it is now, as tuples."""
+    engine = lh.open_engine()
+    try:
+        table = engine.execute(sql).reader.read_all()
+    finally:
+        engine.close()
+    return [tuple(row.values()) for row in table.to_pylist()]

@@ -5,26 +5,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from lakehoused import operations
 from lakehoused.cli import main
-from lakehoused.config import load_config
 from lakehoused.lakehouse import Lakehouse
-
-
-@pytest.fixture
-def lakehouse(make_config):
-    opened = []
-
-    def make(datasets: str = "") -> Lakehouse:
-        lh = Lakehouse(load_config(make_config(datasets=datasets)))
-        opened.append(lh)
-        return lh
-
-    yield make
-    for lh in opened:
-        lh.close()
+from tests.helpers import query
 
 
 def drop(lh: Lakehouse, relpath: str, content: str | bytes):
@@ -33,15 +17,6 @@ def drop(lh: Lakehouse, relpath: str, content: str | bytes):
     data = content.encode() if isinstance(content, str) else content
     path.write_bytes(data)
     return path
-
-
-def query(lh: Lakehouse, sql: str) -> list[tuple]:
-    engine = lh.open_engine()
-    try:
-        table = engine.execute(sql).reader.read_all()
-    finally:
-        engine.close()
-    return [tuple(row.values()) for row in table.to_pylist()]
 
 
 QUARANTINE = '[datasets.sales]\non_bad_rows = "quarantine"'

@@ -5,27 +5,11 @@ from __future__ import annotations
 import os
 import sqlite3
 
-import pytest
-
 from lakehoused import operations
 from lakehoused.config import load_config
 from lakehoused.lakehouse import Lakehouse
 from lakehoused.store import OBJECTS_PREFIX
-
-
-@pytest.fixture
-def lakehouse(make_config):
-    """A lakehouse on a fresh state directory; a factory for custom config too."""
-    opened = []
-
-    def make(**sections: str) -> Lakehouse:
-        lh = Lakehouse(load_config(make_config(**sections)))
-        opened.append(lh)
-        return lh
-
-    yield make
-    for lh in opened:
-        lh.close()
+from tests.helpers import query
 
 
 def inbox_file(lh: Lakehouse, relpath: str, text: str):
@@ -33,15 +17,6 @@ def inbox_file(lh: Lakehouse, relpath: str, text: str):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8", newline="")
     return path
-
-
-def query(lh: Lakehouse, sql: str) -> list[tuple]:
-    engine = lh.open_engine()
-    try:
-        table = engine.execute(sql).reader.read_all()
-    finally:
-        engine.close()
-    return [tuple(row.values()) for row in table.to_pylist()]
 
 
 def test_top_level_file_replaces_and_versions_count(lakehouse):
