@@ -184,25 +184,16 @@ def test_bad_config_names_the_key(tmp_path, capsys):
 
 def test_entry_point_and_environment_variable(cli, tmp_path):
     env = {**os.environ, "LAKEHOUSED_CONFIG": str(cli.config)}
+
+    def lakehoused(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "lakehoused", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
+
     # Nothing ingested yet: a read-only command says so and creates nothing.
-    out = subprocess.run(
-        [sys.executable, "-m", "lakehoused", "datasets", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
+    out = lakehoused("datasets", "--json")
     assert out.returncode == 1 and "check state.path" in out.stderr
     assert not (cli.config.parent / "var" / "state" / "lakehoused.db").exists()
-    subprocess.run(
-        [sys.executable, "-m", "lakehoused", "replay"], env=env, cwd=tmp_path, check=True
-    )
-    out = subprocess.run(
-        [sys.executable, "-m", "lakehoused", "datasets", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=True,
-    )
+    assert lakehoused("replay").returncode == 0
+    out = lakehoused("datasets", "--json")
+    assert out.returncode == 0
     assert json.loads(out.stdout) == []

@@ -136,11 +136,6 @@ class Catalog:
         """Every dataset at its current version, sorted by name (dropped ones are gone)."""
         return self.changes_since(-1)[1]
 
-    def state(self) -> tuple[int, list[DatasetInfo]]:
-        """The position and every dataset, read in one snapshot (what the views show)."""
-        position, datasets, _ = self.changes_since(-1)
-        return position, datasets
-
     def changes_since(self, seq: int) -> tuple[int, list[DatasetInfo], list[str]]:
         """(position, datasets an event after `seq` changed, datasets dropped after `seq`).
 
